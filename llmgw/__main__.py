@@ -1,0 +1,7 @@
+"""``python -m llmgw``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``llmgw`` CLI; each module has ``register(subparsers)`` and ``run(args)``."""

@@ -1,0 +1,92 @@
+"""``llmgw serve``: run the gateway from a config file (or defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from .. import __version__
+from ..app import make_app
+from ..config import GatewayConfig, ProviderConfig, load_config
+
+__all__ = ("register", "run")
+
+log = logging.getLogger("llmgw")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("-c", "--config", help="TOML (or .json) config file")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port (0 picks a free port)")
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else GatewayConfig()
+    server = config.server
+    if args.host is not None:
+        server = dataclasses.replace(server, host=args.host)
+    if args.port is not None:
+        server = dataclasses.replace(server, port=args.port)
+    config = dataclasses.replace(config, server=server)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.run(_serve(config))
+    return 0
+
+
+async def _serve(config: GatewayConfig) -> None:
+    runners: list[web.AppRunner] = []
+    try:
+        if not config.providers and not os.environ.get("ANTHROPIC_API_KEY"):
+            config = await _with_demo_upstream(config, runners)
+        elif not config.providers:
+            config = dataclasses.replace(
+                config, providers=(ProviderConfig(name="anthropic", kind="anthropic"),)
+            )
+        runner = web.AppRunner(make_app(config), handler_cancellation=False)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
+        # One parseable line for scripts and tests that start the gateway on port 0.
+        print(f"llmgw listening on http://{config.server.host}:{site.port}", flush=True)
+        await _until_signalled()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def _with_demo_upstream(config: GatewayConfig, runners: list[web.AppRunner]) -> GatewayConfig:
+    """No provider credentials: serve from the built-in demo upstream on a loopback port."""
+    from ..demo import demo_app
+
+    runner = web.AppRunner(demo_app(), access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site.port}"
+    log.warning("no provider configured and ANTHROPIC_API_KEY unset: using the demo upstream")
+    return dataclasses.replace(
+        config, providers=(ProviderConfig(name="demo", kind="anthropic", base_url=url),)
+    )
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

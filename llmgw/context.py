@@ -1,0 +1,147 @@
+"""The one mutable object a request carries through every middleware and the relay.
+
+It is created lazily by :func:`get_context` on first use and mutated in place, so a value
+set by an inner piece (the relay's usage, the router's choice) is seen by every outer
+middleware on the way out. Nothing here ever calls ``request.clone()``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .errors import InvalidRequestError, RequestTooLargeError
+from .keys import CONTEXT
+from .typedefs import JSON, ApiFormat, Operation
+from .usage import Outcome, Usage
+
+if TYPE_CHECKING:
+    from .routes import Deployment, Route
+
+__all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who is calling, as resolved by authentication; ``key_id`` never holds a secret."""
+
+    key_id: str
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    allowed_models: tuple[str, ...] | None = None
+    expires_at: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One try against one deployment (routing may make several before the first byte)."""
+
+    deployment: str
+    provider: str
+    status: int | None = None
+    error: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestContext:
+    """Everything llmgw knows about one request; stored under :data:`~llmgw.keys.CONTEXT`."""
+
+    request_id: str
+    started_at: float
+    started_mono: float
+    client_format: ApiFormat | None = None
+    operation: Operation | None = None
+    stream: bool = False
+    body: JSON | None = None
+    raw_body: bytes | None = None
+    requested_model: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    parent_agent_id: str | None = None
+    identity: Identity | None = None
+    route: Route | None = None
+    #: Deployments to try in order; routing fills it, the relay walks it.
+    candidates: list[Deployment] = field(default_factory=list)
+    deployment: Deployment | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    outcome: Outcome = Outcome.IN_FLIGHT
+    status: int | None = None
+    error: str | None = None
+    ttfb: float | None = None
+    bytes_out: int = 0
+    finished_mono: float | None = None
+    #: Free slots for middlewares that need to pass data to their own exit half.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def upstream_model(self) -> str | None:
+        """The model id the provider was asked for."""
+        if self.deployment is None:
+            return None
+        return self.deployment.model or self.requested_model
+
+    @property
+    def provider(self) -> str | None:
+        return self.deployment.provider.name if self.deployment is not None else None
+
+    @property
+    def duration(self) -> float:
+        end = self.finished_mono if self.finished_mono is not None else time.monotonic()
+        return end - self.started_mono
+
+
+def get_context(request: web.Request) -> RequestContext:
+    """The request's context, created on first use (any middleware may be outermost)."""
+    ctx = request.get(CONTEXT)
+    if ctx is None:
+        headers = request.headers
+        ctx = RequestContext(
+            request_id="req_gw_" + secrets.token_hex(12),
+            started_at=time.time(),
+            started_mono=time.monotonic(),
+            session_id=headers.get("x-claude-code-session-id"),
+            agent_id=headers.get("x-claude-code-agent-id"),
+            parent_agent_id=headers.get("x-claude-code-parent-agent-id"),
+        )
+        request[CONTEXT] = ctx
+    return ctx
+
+
+async def get_body(request: web.Request) -> JSON:
+    """Read and parse the JSON body once; every later caller gets the same dict.
+
+    Malformed input never reaches an upstream: a body over the application's
+    ``client_max_size`` is a 413, anything but a JSON object is a 400.
+    """
+    ctx = get_context(request)
+    if ctx.body is not None:
+        return ctx.body
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLargeError(
+            f"request body exceeds the gateway limit of {limit} bytes"
+        ) from None
+    if not raw:
+        raise InvalidRequestError("request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object")
+    ctx.raw_body = raw
+    ctx.body = body
+    return body

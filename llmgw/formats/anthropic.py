@@ -1,0 +1,104 @@
+"""The Anthropic Messages surface: ``/v1/messages``, ``count_tokens``, ``/v1/models``.
+
+Only what routing needs is checked here (a JSON object with a string ``model``); every
+other field is the upstream's to judge, so new API fields pass through untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ..context import get_body, get_context
+from ..errors import InvalidRequestError
+from ..keys import ROUTES
+from ..relay import relay
+from ..typedefs import ApiFormat, Operation
+
+__all__ = ("add_anthropic_routes", "anthropic_app", "list_models")
+
+
+async def _prepare(request: web.Request, operation: Operation) -> None:
+    ctx = get_context(request)
+    body = await get_body(request)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("model: field required and must be a non-empty string")
+    ctx.client_format = ApiFormat.ANTHROPIC
+    ctx.operation = operation
+    ctx.requested_model = model
+    ctx.stream = operation is Operation.MESSAGES and body.get("stream") is True
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages``, streaming or not."""
+    await _prepare(request, Operation.MESSAGES)
+    return await relay(request)
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages/count_tokens``."""
+    await _prepare(request, Operation.COUNT_TOKENS)
+    return await relay(request)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: the names this gateway routes, in the Anthropic list shape.
+
+    Filtered by the caller's allowed models when authentication resolved an identity.
+    """
+    identity = get_context(request).identity
+    allowed = identity.allowed_models if identity is not None else None
+    epoch = datetime(2025, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    data = []
+    for route in request.config_dict[ROUTES].listed():
+        if allowed is not None and route.model not in allowed:
+            continue
+        data.append(
+            {
+                "type": "model",
+                "id": route.model,
+                "display_name": route.display_name or route.model,
+                "created_at": epoch,
+            }
+        )
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "1000"))))
+    except ValueError:
+        raise InvalidRequestError("limit: must be an integer between 1 and 1000") from None
+    after = request.query.get("after_id")
+    if after is not None:
+        ids = [m["id"] for m in data]
+        data = data[ids.index(after) + 1 :] if after in ids else []
+    page, has_more = data[:limit], len(data) > limit
+    return web.json_response(
+        {
+            "data": page,
+            "has_more": has_more,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        }
+    )
+
+
+async def hello(request: web.Request) -> web.Response:
+    """``HEAD /api/hello``: Claude Code's warm-up probe; answered, never forwarded."""
+    return web.Response(status=200)
+
+
+def add_anthropic_routes(router: web.UrlDispatcher, prefix: str = "") -> None:
+    """Register the Anthropic surface on ``router`` under ``prefix`` (``""`` or ``/x``)."""
+    prefix = prefix.rstrip("/")
+    router.add_post(f"{prefix}/v1/messages", messages)
+    router.add_post(f"{prefix}/v1/messages/count_tokens", count_tokens)
+    router.add_get(f"{prefix}/v1/models", list_models, allow_head=False)
+    router.add_route("HEAD", f"{prefix}/api/hello", hello)
+    router.add_get(f"{prefix}/api/hello", hello, allow_head=False)
+
+
+def anthropic_app() -> web.Application:
+    """The Anthropic surface as a sub-application (``app.add_subapp('/anthropic', ...)``)."""
+    sub = web.Application()
+    add_anthropic_routes(sub.router)
+    return sub

@@ -1,0 +1,155 @@
+"""Model prices and the cost of a usage record, in integer micro-dollars.
+
+Prices are USD per million tokens as published by Anthropic (dated below), held as
+``Decimal`` so every published price is exact; tokens times USD/MTok is micro-dollars, so a
+cost is one exact sum rounded once, half up, to an integer.
+Configuration can override or extend the bundled table (``[pricing."model-prefix"]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from .usage import Usage
+
+__all__ = ("BUNDLED_PRICES", "PRICES_AS_OF", "ModelPrice", "PriceTable", "model_family")
+
+PRICES_AS_OF = "2026-11-01"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelPrice:
+    """USD per million tokens for each token class; ``long_context`` applies above the
+    ``long_context_threshold`` of total input tokens (Sonnet's 1M-context tier)."""
+
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    long_context: ModelPrice | None = None
+    long_context_threshold: int = 200_000
+
+    @classmethod
+    def of(cls, input: str, output: str, *, long_context: ModelPrice | None = None) -> ModelPrice:
+        """Anthropic's standard multipliers: 5m write 1.25x, 1h write 2x, read 0.1x input."""
+        base = Decimal(input)
+        return cls(
+            input=base,
+            output=Decimal(output),
+            cache_write_5m=base * Decimal("1.25"),
+            cache_write_1h=base * 2,
+            cache_read=base / 10,
+            long_context=long_context,
+        )
+
+
+_SONNET_LONG = ModelPrice.of("6", "22.50")
+
+#: Family prefix → price. Longest matching prefix wins (``claude-opus-4-1`` before
+#: ``claude-opus-4``).
+BUNDLED_PRICES: Mapping[str, ModelPrice] = {
+    "claude-opus-4-8": ModelPrice.of("5", "25"),
+    "claude-opus-4-7": ModelPrice.of("5", "25"),
+    "claude-opus-4-6": ModelPrice.of("5", "25"),
+    "claude-opus-4-5": ModelPrice.of("5", "25"),
+    "claude-opus-4-1": ModelPrice.of("15", "75"),
+    "claude-opus-4": ModelPrice.of("15", "75"),
+    "claude-sonnet-5": ModelPrice.of("3", "15", long_context=_SONNET_LONG),
+    "claude-sonnet-4-6": ModelPrice.of("3", "15", long_context=_SONNET_LONG),
+    "claude-sonnet-4-5": ModelPrice.of("3", "15", long_context=_SONNET_LONG),
+    "claude-sonnet-4": ModelPrice.of("3", "15", long_context=_SONNET_LONG),
+    "claude-3-7-sonnet": ModelPrice.of("3", "15"),
+    "claude-haiku-4-5": ModelPrice.of("1", "5"),
+    "claude-3-5-haiku": ModelPrice.of("0.80", "4"),
+    "claude-3-haiku": ModelPrice.of("0.25", "1.25"),
+}
+
+_CLAUDE_ID = re.compile(r"claude-[a-z0-9-]+")
+_MICRO = Decimal(1)
+
+
+def model_family(model: str) -> str:
+    """The Anthropic-style id inside any provider spelling.
+
+    ``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` and ``claude-sonnet-4-5@20250929``
+    both give ``claude-sonnet-4-5-20250929``; ARNs give their last id.
+    """
+    matches = _CLAUDE_ID.findall(model.lower())
+    if not matches:
+        return model.lower()
+    family: str = matches[-1]
+    return family.removesuffix("-v1").removesuffix("-v2")
+
+
+class PriceTable:
+    """Looks a model up by longest family prefix; unknown models cost nothing but are
+    reported by :meth:`price` returning ``None`` so callers can flag them."""
+
+    __slots__ = ("_prefixes", "_prices")
+
+    def __init__(self, overrides: Mapping[str, ModelPrice] | None = None) -> None:
+        prices = dict(BUNDLED_PRICES)
+        prices.update(overrides or {})
+        self._prices = prices
+        self._prefixes = sorted(prices, key=len, reverse=True)
+
+    def price(self, model: str) -> ModelPrice | None:
+        family = model_family(model)
+        for prefix in self._prefixes:
+            if family.startswith(prefix):
+                return self._prices[prefix]
+        return None
+
+    def cost_micros(self, model: str, usage: Usage) -> int:
+        """Cost of ``usage`` on ``model`` in integer micro-dollars (0 for unknown models)."""
+        price = self.price(model)
+        if price is None:
+            return 0
+        if price.long_context is not None and (
+            usage.total_input_tokens > price.long_context_threshold
+        ):
+            price = price.long_context
+        return _cost(price, usage)
+
+    def worst_case_micros(self, model: str, input_tokens: int, max_tokens: int) -> int:
+        """Upper bound for a request before it runs: every input token written to the
+        1-hour cache (the dearest input class) plus ``max_tokens`` of output."""
+        price = self.price(model)
+        if price is None:
+            return 0
+        if price.long_context is not None and input_tokens > price.long_context_threshold:
+            price = price.long_context
+        total = Decimal(input_tokens) * max(price.input, price.cache_write_1h)
+        total += Decimal(max_tokens) * price.output
+        return _round_micros(total)
+
+    def with_overrides(self, overrides: Iterable[tuple[str, ModelPrice]]) -> PriceTable:
+        merged = dict(self._prices)
+        merged.update(overrides)
+        table = PriceTable()
+        table._prices = merged
+        table._prefixes = sorted(merged, key=len, reverse=True)
+        return table
+
+
+def _round_micros(usd_per_mtok_times_tokens: Decimal) -> int:
+    # tokens x USD/MTok = micro-dollars exactly (1e6 tokens x $1/MTok = $1 = 1e6 micro-dollars).
+    return int(usd_per_mtok_times_tokens.quantize(_MICRO, ROUND_HALF_UP))
+
+
+def _cost(price: ModelPrice, usage: Usage) -> int:
+    five_m = usage.cache_creation_5m_tokens
+    one_h = usage.cache_creation_1h_tokens
+    unsplit = max(usage.cache_creation_input_tokens - five_m - one_h, 0)
+    total = (
+        Decimal(usage.input_tokens) * price.input
+        + Decimal(usage.output_tokens) * price.output
+        + Decimal(five_m + unsplit) * price.cache_write_5m
+        + Decimal(one_h) * price.cache_write_1h
+        + Decimal(usage.cache_read_input_tokens) * price.cache_read
+    )
+    return _round_micros(total)

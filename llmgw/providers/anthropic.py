@@ -1,0 +1,63 @@
+"""The Anthropic API (or anything that speaks it, such as another gateway) as upstream."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from ..typedefs import ApiFormat, Operation
+from .base import UpstreamCall, UpstreamRequest
+
+__all__ = ("AnthropicProvider",)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+
+_PATHS = {Operation.MESSAGES: "v1/messages", Operation.COUNT_TOKENS: "v1/messages/count_tokens"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnthropicProvider:
+    """Sends Messages API calls to ``base_url`` with the gateway's own key.
+
+    ``api_key`` goes out as ``x-api-key``; ``auth_token`` as ``Authorization: Bearer``
+    (for an upstream gateway). With neither, no credential is added (the demo upstream).
+    """
+
+    name: str = "anthropic"
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None
+    auth_token: str | None = None
+
+    @property
+    def format(self) -> ApiFormat:
+        return ApiFormat.ANTHROPIC
+
+    @classmethod
+    def from_env(cls, name: str = "anthropic") -> AnthropicProvider:
+        """A provider from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_UPSTREAM_URL``."""
+        return cls(
+            name=name,
+            base_url=os.environ.get("ANTHROPIC_UPSTREAM_URL", DEFAULT_BASE_URL),
+            api_key=os.environ.get("ANTHROPIC_API_KEY"),
+        )
+
+    def __repr__(self) -> str:
+        # Never let a key reach a log line through a repr.
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    async def build(self, call: UpstreamCall) -> UpstreamRequest:
+        # encoded=True: the client's query string travels byte for byte (``?beta=true``).
+        raw = self.base_url.rstrip("/") + "/" + _PATHS[call.operation]
+        url = URL(raw + "?" + call.query if call.query else raw, encoded=True)
+        headers = CIMultiDict(call.headers)
+        headers.setdefault("anthropic-version", DEFAULT_VERSION)
+        headers["content-type"] = "application/json"
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        elif self.auth_token:
+            headers["authorization"] = f"Bearer {self.auth_token}"
+        return UpstreamRequest(method="POST", url=url, headers=headers, body=call.body)

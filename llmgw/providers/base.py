@@ -1,0 +1,48 @@
+"""What every provider implements: turn a call into the exact HTTP request to send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from ..typedefs import ApiFormat, Operation
+
+__all__ = ("Provider", "UpstreamCall", "UpstreamRequest")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamCall:
+    """A request already in the provider's wire format, before credentials are added."""
+
+    operation: Operation
+    stream: bool
+    #: The provider's model id (it goes into the URL for Bedrock and Vertex).
+    model: str
+    body: bytes
+    #: Client headers that may travel upstream (credentials and hop-by-hop already gone).
+    headers: CIMultiDict[str]
+    #: The client's raw query string (``beta=true``), kept for same-format calls.
+    query: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamRequest:
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+class Provider(Protocol):
+    """An upstream. ``build`` is async because credentials may need a refresh."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def format(self) -> ApiFormat: ...
+
+    async def build(self, call: UpstreamCall) -> UpstreamRequest: ...

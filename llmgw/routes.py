@@ -1,0 +1,68 @@
+"""The route table: which deployments serve a model name a client sends (pure, no I/O)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .providers.base import Provider
+
+__all__ = ("Deployment", "Route", "RouteTable")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    """One way to serve a route: a provider and the model id that provider knows."""
+
+    name: str
+    provider: Provider
+    #: The provider's model id; ``None`` sends the name the client asked for.
+    model: str | None = None
+    weight: float = 1.0
+    max_concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """A model name (or ``fnmatch`` pattern such as ``claude-*``) and its deployments."""
+
+    model: str
+    deployments: tuple[Deployment, ...]
+    aliases: tuple[str, ...] = ()
+    display_name: str | None = None
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(ch in self.model for ch in "*?[")
+
+
+class RouteTable:
+    """Exact names and aliases first (a dict lookup), then patterns in configured order."""
+
+    __slots__ = ("_exact", "_patterns", "routes")
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self.routes: Sequence[Route] = tuple(routes)
+        self._exact: dict[str, Route] = {}
+        self._patterns: list[Route] = []
+        for route in self.routes:
+            if route.is_pattern:
+                self._patterns.append(route)
+            else:
+                for name in (route.model, *route.aliases):
+                    self._exact.setdefault(name, route)
+
+    def resolve(self, model: str) -> Route | None:
+        """The route for ``model``, or ``None`` when nothing routes it."""
+        route = self._exact.get(model)
+        if route is not None:
+            return route
+        for route in self._patterns:
+            if fnmatch.fnmatchcase(model, route.model):
+                return route
+        return None
+
+    def listed(self) -> list[Route]:
+        """Routes with a concrete name, in configured order (what ``/v1/models`` shows)."""
+        return [route for route in self.routes if not route.is_pattern]

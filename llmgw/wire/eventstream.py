@@ -1,0 +1,498 @@
+"""AWS event-stream framing (``application/vnd.amazon.eventstream``), sans-IO.
+
+Bedrock's InvokeModelWithResponseStream answers with these binary frames; the relay taps them and
+the translator converts them to and from Anthropic SSE. See PROTOCOLS.md §3.6-3.7.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import ClassVar, Self, TypeAlias
+from zlib import crc32
+
+from ._errors import ProtocolError
+
+__all__ = (
+    "DEFAULT_MAX_HEADERS_SIZE",
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "EventStreamDecoder",
+    "EventStreamMessage",
+    "HeaderValue",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "Timestamp",
+    "decode_bedrock_chunk",
+    "encode_bedrock_chunk",
+    "encode_bedrock_exception",
+    "encode_message",
+)
+
+DEFAULT_MAX_HEADERS_SIZE = 128 * 1024
+# botocore and aws-c-event-stream cap payloads at 16 MiB; Smithy allows 24 MiB.
+DEFAULT_MAX_PAYLOAD_SIZE = 16 * 1024 * 1024
+
+_PRELUDE_SIZE = 12
+_MIN_MESSAGE_SIZE = 16  # prelude + message CRC
+
+_PRELUDE = struct.Struct(">III")
+_LENGTHS = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+class _SizedInt(int):
+    """An int that remembers which wire integer type it travels as.
+
+    Plain ints are encoded as int32 (int64 if they do not fit); these wrappers pin the type so a
+    decoded message re-encodes byte for byte. They compare and hash like plain ints.
+    """
+
+    __slots__ = ()
+    _bits: ClassVar[int] = 64
+
+    def __new__(cls, value: int = 0) -> Self:
+        self = super().__new__(cls, value)
+        limit = 1 << (cls._bits - 1)
+        if not -limit <= self < limit:
+            raise ValueError(f"{cls.__name__} out of range: {int(self)}")
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({int(self)})"
+
+
+class Int8(_SizedInt):
+    """Header type 2 ("byte")."""
+
+    __slots__ = ()
+    _bits = 8
+
+
+class Int16(_SizedInt):
+    """Header type 3 ("short")."""
+
+    __slots__ = ()
+    _bits = 16
+
+
+class Int32(_SizedInt):
+    """Header type 4 ("integer")."""
+
+    __slots__ = ()
+    _bits = 32
+
+
+class Int64(_SizedInt):
+    """Header type 5 ("long")."""
+
+    __slots__ = ()
+    _bits = 64
+
+
+class Timestamp(_SizedInt):
+    """Header type 8: milliseconds since the Unix epoch.
+
+    Kept as an int rather than a datetime because int64 milliseconds reach far beyond
+    ``datetime``'s year 1-9999 range, and every wire value must decode.
+    """
+
+    __slots__ = ()
+    _bits = 64
+
+    @classmethod
+    def from_datetime(cls, value: datetime) -> Timestamp:
+        """Floor an aware datetime to whole milliseconds (naive ones are ambiguous, so refused)."""
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamp header needs a timezone-aware datetime")
+        return cls((value - _EPOCH) // _ONE_MS)
+
+    def to_datetime(self) -> datetime:
+        """The instant as an aware UTC datetime; OverflowError outside datetime's range."""
+        return _EPOCH + timedelta(milliseconds=int(self))
+
+
+# A datetime is accepted when encoding and always decodes as a Timestamp; a UUID round-trips.
+HeaderValue: TypeAlias = bool | int | bytes | str | datetime | uuid.UUID
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventStreamMessage:
+    """One decoded frame. ``headers`` keeps wire order so re-encoding is byte-exact."""
+
+    headers: Mapping[str, HeaderValue]
+    payload: bytes
+
+    @property
+    def message_type(self) -> str | None:
+        """``event``, ``exception`` or ``error``."""
+        return self._str_header(":message-type")
+
+    @property
+    def event_type(self) -> str | None:
+        return self._str_header(":event-type")
+
+    @property
+    def exception_type(self) -> str | None:
+        return self._str_header(":exception-type")
+
+    def _str_header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return value if isinstance(value, str) else None
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _encode_header_value(value: HeaderValue) -> bytes:
+    # bool before int: bool is an int subclass.
+    if value is True:
+        return b"\x00"
+    if value is False:
+        return b"\x01"
+    if isinstance(value, int):
+        if isinstance(value, Timestamp):
+            return b"\x08" + _I64.pack(value)
+        if isinstance(value, Int8):
+            return b"\x02" + _I8.pack(value)
+        if isinstance(value, Int16):
+            return b"\x03" + _I16.pack(value)
+        if isinstance(value, Int64):
+            return b"\x05" + _I64.pack(value)
+        if -(1 << 31) <= value < (1 << 31):
+            return b"\x04" + _I32.pack(value)
+        if -(1 << 63) <= value < (1 << 63):
+            return b"\x05" + _I64.pack(value)
+        raise ValueError(f"integer header value does not fit in int64: {value}")
+    if isinstance(value, str):
+        raw = value.encode()
+        tag = b"\x07"
+    elif isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        tag = b"\x06"
+    elif isinstance(value, datetime):
+        return b"\x08" + _I64.pack(Timestamp.from_datetime(value))
+    elif isinstance(value, uuid.UUID):
+        return b"\x09" + value.bytes
+    else:
+        raise TypeError(f"unsupported header value type: {type(value).__name__}")
+    if len(raw) > 0xFFFF:
+        raise ValueError(f"header value is {len(raw)} bytes; the limit is 65535")
+    return tag + _U16.pack(len(raw)) + raw
+
+
+def _encode_headers(headers: Mapping[str, HeaderValue]) -> bytes:
+    parts: list[bytes] = []
+    for name, value in headers.items():
+        raw_name = name.encode()
+        if not 1 <= len(raw_name) <= 255:
+            raise ValueError(f"header name must be 1-255 UTF-8 bytes: {name!r}")
+        parts.append(bytes((len(raw_name),)))
+        parts.append(raw_name)
+        parts.append(_encode_header_value(value))
+    return b"".join(parts)
+
+
+def _frame(header_block: bytes, payload: bytes | bytearray | memoryview) -> bytes:
+    payload_size = memoryview(payload).nbytes
+    total = _MIN_MESSAGE_SIZE + len(header_block) + payload_size
+    if total > 0xFFFFFFFF:
+        raise ValueError(f"message of {total} bytes does not fit the uint32 length field")
+    lengths = _LENGTHS.pack(total, len(header_block))
+    prelude = lengths + _U32.pack(crc32(lengths))
+    # Running CRC over the parts: one copy of the payload (the join), not two.
+    crc = crc32(payload, crc32(header_block, crc32(prelude)))
+    return b"".join((prelude, header_block, payload, _U32.pack(crc)))
+
+
+def encode_message(
+    headers: Mapping[str, HeaderValue], payload: bytes | bytearray | memoryview
+) -> bytes:
+    """Frame one message; header order follows the mapping's iteration order."""
+    return _frame(_encode_headers(headers), payload)
+
+
+_CHUNK_HEADER_BLOCK = _encode_headers(
+    {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+)
+
+
+def encode_bedrock_chunk(event: bytes, *, padding: str | None = None) -> bytes:
+    """Wrap one Anthropic event JSON object as Bedrock sends it: ``{"bytes":"<base64>"}``.
+
+    Real Bedrock adds a random ``"p"`` field to blur lengths; pass ``padding`` to imitate it.
+    """
+    parts = [b'{"bytes":"', base64.b64encode(event), b'"']
+    if padding is not None:
+        parts += (b',"p":', json.dumps(padding).encode())
+    parts.append(b"}")
+    return _frame(_CHUNK_HEADER_BLOCK, b"".join(parts))
+
+
+def encode_bedrock_exception(exception_type: str, message: str) -> bytes:
+    """An in-stream Bedrock exception such as ``throttlingException`` (PROTOCOLS.md §3.7)."""
+    headers: dict[str, HeaderValue] = {
+        ":exception-type": exception_type,
+        ":content-type": "application/json",
+        ":message-type": "exception",
+    }
+    payload = json.dumps({"message": message}, separators=(",", ":")).encode()
+    return encode_message(headers, payload)
+
+
+_CHUNK_PREFIX = b'{"bytes":"'
+# The padding tail exactly as Bedrock writes it; anything else takes the json.loads path.
+_PADDING_TAIL = re.compile(rb'","p":"[^"\\\x00-\x1f]*"}')
+
+
+def decode_bedrock_chunk(msg: EventStreamMessage) -> bytes:
+    """The inner Anthropic event JSON carried by a Bedrock ``chunk`` event (padding ignored)."""
+    if msg.message_type != "event" or msg.event_type != "chunk":
+        raise ProtocolError(
+            f"not a Bedrock chunk event (:message-type={msg.message_type!r}, "
+            f":event-type={msg.event_type!r})"
+        )
+    payload = msg.payload
+    encoded: bytes | None = None
+    # Fast path for Bedrock's own compact layout: halves the cost per event versus json.loads
+    # followed by base64 of a fresh str. Only layouts json.loads reads identically qualify
+    # (no escapes: some encoders write "/" as "\/").
+    if payload.startswith(_CHUNK_PREFIX):
+        quote = payload.find(b'"', len(_CHUNK_PREFIX))
+        if quote > 0 and (
+            (len(payload) == quote + 2 and payload.endswith(b'"}'))
+            or _PADDING_TAIL.fullmatch(payload, quote)
+        ):
+            encoded = payload[len(_CHUNK_PREFIX) : quote]
+            if b"\\" in encoded:
+                encoded = None
+    if encoded is None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            raise ProtocolError("Bedrock chunk payload is not valid JSON") from None
+        text = body.get("bytes") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            raise ProtocolError('Bedrock chunk payload has no "bytes" string')
+        encoded = text.encode("utf-8", "surrogatepass")
+    try:
+        return binascii.a2b_base64(encoded, strict_mode=True)
+    except binascii.Error:
+        raise ProtocolError('Bedrock chunk "bytes" is not valid base64') from None
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+# type -> (struct, wrapper) for the fixed-size integer header types.
+_FIXED_INT_TYPES: dict[int, tuple[struct.Struct, type[_SizedInt]]] = {
+    2: (_I8, Int8),
+    3: (_I16, Int16),
+    4: (_I32, Int32),
+    5: (_I64, Int64),
+    8: (_I64, Timestamp),
+}
+
+
+def _overrun(name: str) -> ProtocolError:
+    return ProtocolError(f"header {name!r} value overruns the header block")
+
+
+def _parse_headers(block: bytes) -> dict[str, HeaderValue]:
+    headers: dict[str, HeaderValue] = {}
+    end = len(block)
+    pos = 0
+    while pos < end:
+        name_len = block[pos]
+        if name_len == 0:
+            raise ProtocolError("empty header name")
+        pos += 1
+        type_pos = pos + name_len
+        if type_pos >= end:  # the type byte must fit too
+            raise ProtocolError("header name overruns the header block")
+        try:
+            name = block[pos:type_pos].decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("header name is not valid UTF-8") from None
+        value_type = block[type_pos]
+        pos = type_pos + 1
+        value: HeaderValue
+        if value_type == 7 or value_type == 6:
+            if pos + 2 > end:
+                raise _overrun(name)
+            value_end = pos + 2 + _U16.unpack_from(block, pos)[0]
+            if value_end > end:
+                raise _overrun(name)
+            raw = block[pos + 2 : value_end]
+            if value_type == 6:
+                value = raw
+            else:
+                try:
+                    value = raw.decode()
+                except UnicodeDecodeError:
+                    raise ProtocolError(f"header {name!r} string is not valid UTF-8") from None
+            pos = value_end
+        elif value_type == 0:
+            value = True
+        elif value_type == 1:
+            value = False
+        elif value_type in _FIXED_INT_TYPES:
+            fmt, wrapper = _FIXED_INT_TYPES[value_type]
+            if pos + fmt.size > end:
+                raise _overrun(name)
+            # int.__new__ skips the range check: the struct format already bounds it.
+            value = int.__new__(wrapper, fmt.unpack_from(block, pos)[0])
+            pos += fmt.size
+        elif value_type == 9:
+            if pos + 16 > end:
+                raise _overrun(name)
+            value = uuid.UUID(bytes=block[pos : pos + 16])
+            pos += 16
+        else:
+            raise ProtocolError(f"unknown header type {value_type} for header {name!r}")
+        if name in headers:
+            # A mapping cannot hold both, and the spec says names are unique.
+            raise ProtocolError(f"duplicate header {name!r}")
+        headers[name] = value
+    return headers
+
+
+class EventStreamDecoder:
+    """Incremental decoder: ``feed()`` bytes split anywhere, get whole messages back.
+
+    Both CRCs are checked. Once a ProtocolError is raised the decoder stays failed. Messages that
+    were complete before a corrupt one in the same ``feed()`` are still returned, and the error is
+    raised by the next ``feed()``/``close()``, so the output does not depend on how the bytes were
+    split.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_error",
+        "_frame_size",
+        "_headers_size",
+        "_last_block",
+        "_last_headers",
+        "_max_headers_size",
+        "_max_payload_size",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_headers_size: int = DEFAULT_MAX_HEADERS_SIZE,
+        max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    ) -> None:
+        self._max_headers_size = max_headers_size
+        self._max_payload_size = max_payload_size
+        self._buf = bytearray()
+        # Sizes of the message whose prelude was validated but whose body is still arriving.
+        self._frame_size = 0
+        self._headers_size = 0
+        self._error: ProtocolError | None = None
+        # Bedrock repeats the same header block on every chunk: reuse the parsed mapping.
+        self._last_block = b""
+        self._last_headers: Mapping[str, HeaderValue] = MappingProxyType({})
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a message is buffered."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[EventStreamMessage]:
+        if self._error is not None:
+            raise ProtocolError(self._error.reason)
+        buf = self._buf
+        buf += data
+        out: list[EventStreamMessage] = []
+        pos = 0
+        try:
+            # The view must be released before the bytearray is resized below.
+            with memoryview(buf) as view:
+                pos = self._decode_from(view, out)
+        except ProtocolError as exc:
+            self._error = exc
+            buf.clear()
+            if not out:
+                raise
+            return out
+        del buf[:pos]
+        return out
+
+    def close(self) -> None:
+        """Signal end of stream: a failed decoder or a partial message is an error."""
+        if self._error is not None:
+            raise ProtocolError(self._error.reason)
+        if self._buf:
+            raise ProtocolError(
+                f"stream truncated: {len(self._buf)} bytes of an incomplete message buffered"
+            )
+
+    def _decode_from(self, view: memoryview, out: list[EventStreamMessage]) -> int:
+        end = len(view)
+        pos = 0
+        while True:
+            size = self._frame_size
+            if size == 0:
+                if end - pos < _PRELUDE_SIZE:
+                    return pos
+                size = self._check_prelude(view, pos)
+            if end - pos < size:
+                return pos
+            crc_pos = pos + size - 4
+            if crc32(view[pos:crc_pos]) != _U32.unpack_from(view, crc_pos)[0]:
+                raise ProtocolError("message CRC mismatch")
+            headers_end = pos + _PRELUDE_SIZE + self._headers_size
+            block = bytes(view[pos + _PRELUDE_SIZE : headers_end])
+            if block != self._last_block:
+                self._last_headers = MappingProxyType(_parse_headers(block))
+                self._last_block = block
+            out.append(
+                EventStreamMessage(
+                    headers=self._last_headers, payload=bytes(view[headers_end:crc_pos])
+                )
+            )
+            self._frame_size = 0
+            pos += size
+
+    def _check_prelude(self, view: memoryview, pos: int) -> int:
+        """Validate a prelude the moment its 12 bytes exist, before buffering the body."""
+        total: int
+        headers_size: int
+        total, headers_size, prelude_crc = _PRELUDE.unpack_from(view, pos)
+        if crc32(view[pos : pos + 8]) != prelude_crc:
+            raise ProtocolError("prelude CRC mismatch")
+        if total < _MIN_MESSAGE_SIZE:
+            raise ProtocolError(f"total length {total} is below the 16-byte minimum")
+        if headers_size > self._max_headers_size:
+            raise ProtocolError(
+                f"headers length {headers_size} exceeds the limit of {self._max_headers_size}"
+            )
+        payload_size = total - _MIN_MESSAGE_SIZE - headers_size
+        if payload_size < 0:
+            raise ProtocolError(
+                f"total length {total} is too short for headers length {headers_size}"
+            )
+        if payload_size > self._max_payload_size:
+            raise ProtocolError(
+                f"payload length {payload_size} exceeds the limit of {self._max_payload_size}"
+            )
+        self._frame_size = total
+        self._headers_size = headers_size
+        return total
