@@ -119,7 +119,51 @@ def bench_sse() -> list[Result]:
     ]
 
 
-CASES: list[Callable[[], list[Result]]] = [bench_sse]
+#: Bedrock's random padding field, fixed so runs compare.
+BEDROCK_PADDING = "abcdefghijklmnopqrstuvwxyzABCDEF"
+
+
+def bench_eventstream() -> list[Result]:
+    """Bedrock's binary framing: ~1 KiB chunk frames (each delta's text widened 6x to match
+    Bedrock's larger coalesced deltas), decoded and unwrapped to the inner event JSON."""
+    from llmgw.wire.eventstream import (
+        EventStreamDecoder,
+        decode_bedrock_chunk,
+        encode_bedrock_chunk,
+    )
+
+    events = []
+    for name, body in anthropic_events():
+        if name == "content_block_delta":
+            parsed = json.loads(body)
+            parsed["delta"]["text"] *= 6
+            body = json.dumps(parsed, separators=(",", ":")).encode()
+        events.append(body)
+    frames = [encode_bedrock_chunk(body, padding=BEDROCK_PADDING) for body in events]
+
+    def decode(chunks: Sequence[bytes]) -> int:
+        decoder = EventStreamDecoder()
+        count = 0
+        for chunk in chunks:
+            for message in decoder.feed(chunk):
+                decode_bedrock_chunk(message)
+                count += 1
+        decoder.close()
+        if count != len(events):
+            raise AssertionError(f"eventstream: decoded {count} of {len(events)} events")
+        return count
+
+    return [
+        measure(
+            codec="eventstream",
+            chunking="64 KiB chunks",
+            chunks=split_every(b"".join(frames), 64 * 1024),
+            decode=decode,
+        )
+    ]
+
+
+CASES: list[Callable[[], list[Result]]] = [bench_sse, bench_eventstream]
 
 
 def main() -> None:

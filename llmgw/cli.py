@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import check_config, serve
+from .commands import audit, check_config, keys, serve, usage
 from .errors import ConfigError
 
 __all__ = ("main",)
 
 #: Each subcommand module contributes its parser; order is the order ``--help`` shows.
-_COMMANDS = (serve, check_config)
+_COMMANDS = (serve, check_config, audit, keys, usage)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

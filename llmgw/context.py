@@ -22,6 +22,7 @@ from .usage import Outcome, Usage
 
 if TYPE_CHECKING:
     from .routes import Deployment, Route
+    from .routing.plan import AttemptPlan
 
 __all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context")
 
@@ -70,6 +71,9 @@ class RequestContext:
     route: Route | None = None
     #: Deployments to try in order; routing fills it, the relay walks it.
     candidates: list[Deployment] = field(default_factory=list)
+    #: The relay's per-attempt hooks (backoff, in-flight slots, health feedback); routing
+    #: sets it, the relay makes a plain one from the route when it is ``None``.
+    routing: AttemptPlan | None = None
     deployment: Deployment | None = None
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
@@ -79,6 +83,9 @@ class RequestContext:
     ttfb: float | None = None
     bytes_out: int = 0
     finished_mono: float | None = None
+    #: Cost of the closed usage record in integer micro-dollars, set by metering on its way
+    #: out (``None``: metering did not run or the model has no known price).
+    cost_micros: int | None = None
     #: Free slots for middlewares that need to pass data to their own exit half.
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@
     ├── RequestTooLargeError                 413 request_too_large
     ├── RateLimitError                       429 rate_limit_error (Retry-After)
     ├── NotSupportedError                    501 not_supported
+    ├── OverloadedError                      529 overloaded_error
     ├── BadGatewayError                      502 api_error
     └── GatewayTimeoutError                  504 api_error
     ConfigError (ValueError)                 startup only, names the key path
@@ -36,6 +37,7 @@ __all__ = (
     "LlmgwError",
     "NotFoundError",
     "NotSupportedError",
+    "OverloadedError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTooLargeError",
@@ -130,6 +132,13 @@ class RateLimitError(LlmgwError):
 class NotSupportedError(LlmgwError):
     status_code = 501
     error_type = "not_supported"
+
+
+class OverloadedError(LlmgwError):
+    """529, as Anthropic answers when it has no capacity; clients retry it with backoff."""
+
+    status_code = 529
+    error_type = "overloaded_error"
 
 
 class BadGatewayError(LlmgwError):

@@ -12,10 +12,21 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
 from .usage import Usage
 
-__all__ = ("BUNDLED_PRICES", "PRICES_AS_OF", "ModelPrice", "PriceTable", "model_family")
+if TYPE_CHECKING:
+    from .config import PriceOverride
+
+__all__ = (
+    "BUNDLED_PRICES",
+    "PRICES_AS_OF",
+    "ModelPrice",
+    "PriceTable",
+    "model_family",
+    "price_table",
+)
 
 PRICES_AS_OF = "2026-11-01"
 
@@ -45,6 +56,32 @@ class ModelPrice:
             cache_read=base / 10,
             long_context=long_context,
         )
+
+    @classmethod
+    def from_override(cls, override: PriceOverride) -> ModelPrice:
+        """A ``[pricing."prefix"]`` entry; unset cache prices follow the standard multipliers."""
+        long_context = None
+        if override.long_context_input is not None and override.long_context_output is not None:
+            long_context = cls.of(override.long_context_input, override.long_context_output)
+        base = cls.of(override.input, override.output, long_context=long_context)
+        return cls(
+            input=base.input,
+            output=base.output,
+            cache_write_5m=_dec(override.cache_write_5m, base.cache_write_5m),
+            cache_write_1h=_dec(override.cache_write_1h, base.cache_write_1h),
+            cache_read=_dec(override.cache_read, base.cache_read),
+            long_context=long_context,
+            long_context_threshold=override.long_context_threshold,
+        )
+
+
+def _dec(value: str | None, default: Decimal) -> Decimal:
+    return Decimal(value) if value is not None else default
+
+
+def price_table(overrides: Iterable[PriceOverride] = ()) -> PriceTable:
+    """The bundled table with the configuration's ``[pricing."prefix"]`` entries on top."""
+    return PriceTable({o.prefix: ModelPrice.from_override(o) for o in overrides})
 
 
 _SONNET_LONG = ModelPrice.of("6", "22.50")
@@ -89,13 +126,15 @@ class PriceTable:
     """Looks a model up by longest family prefix; unknown models cost nothing but are
     reported by :meth:`price` returning ``None`` so callers can flag them."""
 
-    __slots__ = ("_prefixes", "_prices")
+    __slots__ = ("_exact", "_prefixes", "_prices")
 
     def __init__(self, overrides: Mapping[str, ModelPrice] | None = None) -> None:
         prices = dict(BUNDLED_PRICES)
         prices.update(overrides or {})
         self._prices = prices
         self._prefixes = sorted(prices, key=len, reverse=True)
+        #: id(price) -> its prices as integers (see _scaled); filled on first use.
+        self._exact: dict[int, tuple[int, ...] | None] = {}
 
     def price(self, model: str) -> ModelPrice | None:
         family = model_family(model)
@@ -113,7 +152,11 @@ class PriceTable:
             usage.total_input_tokens > price.long_context_threshold
         ):
             price = price.long_context
-        return _cost(price, usage)
+        key = id(price)
+        if key not in self._exact:
+            self._exact[key] = _scaled(price)
+        scaled = self._exact[key]
+        return _cost_int(scaled, usage) if scaled is not None else _cost(price, usage)
 
     def worst_case_micros(self, model: str, input_tokens: int, max_tokens: int) -> int:
         """Upper bound for a request before it runs: every input token written to the
@@ -133,6 +176,7 @@ class PriceTable:
         table = PriceTable()
         table._prices = merged
         table._prefixes = sorted(merged, key=len, reverse=True)
+        table._exact = {}
         return table
 
 
@@ -153,3 +197,37 @@ def _cost(price: ModelPrice, usage: Usage) -> int:
         + Decimal(usage.cache_read_input_tokens) * price.cache_read
     )
     return _round_micros(total)
+
+
+_SCALE = 10**6
+
+
+def _scaled(price: ModelPrice) -> tuple[int, ...] | None:
+    """Prices x 1e6 as integers when exact (any price with at most 6 decimals), so a cost is
+    integer arithmetic: the same result as :func:`_cost`, several times faster per request."""
+    values = (
+        price.input,
+        price.output,
+        price.cache_write_5m,
+        price.cache_write_1h,
+        price.cache_read,
+    )
+    scaled = [v * _SCALE for v in values]
+    if any(v != v.to_integral_value() for v in scaled):
+        return None
+    return tuple(int(v) for v in scaled)
+
+
+def _cost_int(scaled: tuple[int, ...], usage: Usage) -> int:
+    five_m = usage.cache_creation_5m_tokens
+    one_h = usage.cache_creation_1h_tokens
+    unsplit = max(usage.cache_creation_input_tokens - five_m - one_h, 0)
+    total = (
+        usage.input_tokens * scaled[0]
+        + usage.output_tokens * scaled[1]
+        + (five_m + unsplit) * scaled[2]
+        + one_h * scaled[3]
+        + usage.cache_read_input_tokens * scaled[4]
+    )
+    whole, rest = divmod(total, _SCALE)
+    return whole + (1 if 2 * rest >= _SCALE else 0)  # half up, like _round_micros

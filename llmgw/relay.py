@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -28,12 +29,20 @@ from aiohttp import web
 
 from .config import UpstreamConfig
 from .context import Attempt, RequestContext, get_context
-from .errors import BadGatewayError, GatewayTimeoutError, NotFoundError
+from .errors import (
+    BadGatewayError,
+    GatewayTimeoutError,
+    LlmgwError,
+    NotFoundError,
+    OverloadedError,
+)
 from .headers import forward_request_headers, forward_response_headers
-from .keys import CONFIG, ROUTES, SESSION
+from .keys import ADAPTER_WRAPPER, CONFIG, ROUTES, SESSION
 from .log import relay_logger
-from .routes import Deployment
-from .translate import ResponseAdapter, build_call, response_adapter
+from .routes import Deployment, RoutePolicy
+from .routing.plan import AttemptPlan
+from .routing.retry import RETRYABLE_STATUSES, parse_retry_after
+from .translate import ResponseAdapter, build_call, response_adapter, translate_error
 from .usage import Outcome
 
 __all__ = ("relay", "resolve_candidates")
@@ -42,8 +51,8 @@ _T = TypeVar("_T")
 
 #: Largest upstream error body relayed; error bodies are small JSON objects.
 _MAX_ERROR_BODY = 1 << 20
-#: Statuses after which the next deployment (if any) is tried before the client sees a byte.
-_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504, 529})
+#: aiohttp's threshold for warning about a raw-bytes request body.
+_LARGE_BODY = 1 << 20
 
 
 class _ClientGone(Exception):
@@ -75,6 +84,12 @@ async def _watch(request: web.Request, aw: Awaitable[_T], *, poll: float, limit:
                 await task
 
 
+def _payload(body: bytes) -> bytes | io.BytesIO:
+    """The upstream body; over 1 MiB as a ``BytesIO``, which aiohttp writes in chunks
+    (for raw bytes that large it emits a ``ResourceWarning``, an error under ``-W error``)."""
+    return io.BytesIO(body) if len(body) > _LARGE_BODY else body
+
+
 def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deployment]:
     """The deployments to try, from routing if it ran, else the app's route table."""
     if ctx.candidates:
@@ -91,66 +106,113 @@ def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deploy
 async def relay(request: web.Request) -> web.StreamResponse:
     """Send the request described by the context upstream and stream the answer back."""
     ctx = get_context(request)
-    cfg = request.config_dict[CONFIG].upstream
     session = request.config_dict[SESSION]
     candidates = resolve_candidates(request, ctx)
+    plan = ctx.routing
+    if plan is None:
+        plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
+    cfg = plan.upstream_config(request.config_dict[CONFIG].upstream)
+    timeout = aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout)
     headers = forward_request_headers(request.headers)
     query = request.rel_url.raw_query_string
-    last_error: web.Response | None = None
-    for index, deployment in enumerate(candidates):
-        is_last = index == len(candidates) - 1
-        ctx.deployment = deployment
-        call = build_call(ctx, deployment, headers, query)
-        up_req = await deployment.provider.build(call)
-        attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
-        ctx.attempts.append(attempt)
-        t0 = time.monotonic()
+    # The upstream error response to relay if every candidate fails, and who sent it;
+    # failing that, the gateway's own 502/504 for the last connect error or timeout.
+    last_error: tuple[web.Response, Deployment] | None = None
+    last_exc: LlmgwError | None = None
+    for deployment in candidates:
+        wait = plan.before(deployment)
+        if wait is None:
+            continue
+        if wait > 0:
+            try:
+                await _watch(
+                    request,
+                    asyncio.sleep(wait),
+                    poll=cfg.disconnect_poll_interval,
+                    limit=wait + 1.0,
+                )
+            except _ClientGone:
+                return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+        if not plan.acquire(deployment):
+            continue
         try:
-            up = await _watch(
-                request,
-                session.request(
-                    up_req.method,
-                    up_req.url,
-                    headers=up_req.headers,
-                    data=up_req.body,
-                    allow_redirects=False,
-                ),
-                poll=cfg.disconnect_poll_interval,
-                limit=cfg.first_byte_timeout,
-            )
-        except _ClientGone:
-            attempt.error = "client disconnected"
-            return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-        except TimeoutError:
-            attempt.error = "timeout waiting for the upstream's response"
-            if not is_last:
+            ctx.deployment = deployment
+            call = build_call(ctx, deployment, headers, query)
+            up_req = await deployment.provider.build(call)
+            attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
+            ctx.attempts.append(attempt)
+            t0 = time.monotonic()
+            try:
+                up = await _watch(
+                    request,
+                    session.request(
+                        up_req.method,
+                        up_req.url,
+                        headers=up_req.headers,
+                        data=_payload(up_req.body),
+                        allow_redirects=False,
+                        timeout=timeout,
+                    ),
+                    poll=cfg.disconnect_poll_interval,
+                    limit=cfg.first_byte_timeout,
+                )
+            except _ClientGone:
+                attempt.error = "client disconnected"
+                return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+            except asyncio.CancelledError:
+                # handler_cancellation=True: aiohttp cancels the handler when the client leaves.
+                attempt.error = "client disconnected"
+                _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+                raise
+            except TimeoutError:
+                attempt.error = "timeout waiting for the upstream's response"
+                plan.failed(deployment)
+                last_exc = GatewayTimeoutError("the upstream did not answer in time")
                 continue
-            _finish(ctx, Outcome.TIMEOUT, 504, attempt.error)
-            raise GatewayTimeoutError("the upstream did not answer in time") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            attempt.error = f"{type(exc).__name__}: {exc}"
-            relay_logger.warning("upstream %s unreachable: %s", deployment.name, attempt.error)
-            if not is_last:
+            except (aiohttp.ClientError, OSError) as exc:
+                attempt.error = f"{type(exc).__name__}: {exc}"
+                relay_logger.warning("upstream %s unreachable: %s", deployment.name, attempt.error)
+                plan.failed(deployment)
+                last_exc = BadGatewayError("the upstream could not be reached")
                 continue
-            _finish(ctx, Outcome.UPSTREAM_ERROR, 502, attempt.error)
-            raise BadGatewayError("the upstream could not be reached") from None
+            finally:
+                attempt.duration = time.monotonic() - t0
+            attempt.status = up.status
+            if up.status in RETRYABLE_STATUSES:
+                plan.failed(deployment, parse_retry_after(up.headers))
+                last_error = (await _error_response(up, ctx), deployment)
+                attempt.error = ctx.error
+                continue
+            plan.succeeded(deployment, attempt.duration)
+            if up.status >= 400:
+                return await _error_response(up, ctx)
+            try:
+                response = await _stream(request, ctx, up, deployment, cfg)
+            finally:
+                if ctx.outcome is Outcome.COMPLETE:
+                    up.release()  # fully read: the connection goes back to the pool
+                else:
+                    up.close()  # cut short: closing is what tells the provider to stop
+            if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
+                plan.failed(deployment)
+            return response
         finally:
-            attempt.duration = time.monotonic() - t0
-        attempt.status = up.status
-        if up.status >= 400:
-            last_error = await _error_response(up, ctx)
-            if up.status in _RETRYABLE and not is_last:
-                continue
-            return last_error
-        try:
-            return await _stream(request, ctx, up, deployment, cfg)
-        finally:
-            if ctx.outcome is Outcome.COMPLETE:
-                up.release()  # fully read: the connection goes back to the pool
-            else:
-                up.close()  # cut short: closing is what tells the provider to stop
-    assert last_error is not None  # unreachable: the last candidate always returns or raises
-    return last_error
+            plan.release(deployment)
+    if last_error is not None:
+        # Every candidate failed: the last upstream error goes out as it came (status,
+        # body, retry-after), so the client's own retry logic sees the real thing.
+        response, ctx.deployment = last_error
+        ctx.status = response.status
+        ctx.outcome = Outcome.UPSTREAM_ERROR
+        return response
+    if last_exc is not None:
+        outcome = Outcome.TIMEOUT if last_exc.status == 504 else Outcome.UPSTREAM_ERROR
+        _finish(ctx, outcome, last_exc.status, ctx.attempts[-1].error)
+        raise last_exc
+    _finish(ctx, Outcome.REFUSED, 529, "every deployment is at its concurrency cap")
+    raise OverloadedError(
+        f"model: {ctx.requested_model}: every deployment is busy or out; retry shortly"
+    )
 
 
 def _finish(
@@ -175,7 +237,11 @@ async def _error_response(up: aiohttp.ClientResponse, ctx: RequestContext) -> we
     ctx.status = up.status
     ctx.error = body[:500].decode("utf-8", "replace")
     ctx.finished_mono = time.monotonic()
-    return web.Response(status=up.status, body=body, headers=forward_response_headers(up.headers))
+    # Unchanged for a same-format upstream; in the client's envelope across formats.
+    body, headers = translate_error(
+        ctx, ctx.deployment, up.status, forward_response_headers(up.headers), body
+    )
+    return web.Response(status=up.status, body=body, headers=headers)
 
 
 async def _stream(
@@ -186,7 +252,12 @@ async def _stream(
     cfg: UpstreamConfig,
 ) -> web.StreamResponse:
     content_type = up.headers.get("content-type", "application/json")
-    adapter = response_adapter(ctx, deployment, content_type)
+    adapter = response_adapter(
+        ctx, deployment, content_type, headers=up.headers, ping_interval=cfg.ping_interval
+    )
+    wrap = request.get(ADAPTER_WRAPPER)
+    if wrap is not None:  # audit body capture: a tap on exactly what the client is sent
+        adapter = wrap(ctx, adapter)
     passthrough_length = adapter.content_type is None and "content-encoding" not in up.headers
     resp = web.StreamResponse(
         status=up.status,
@@ -201,7 +272,14 @@ async def _stream(
         ctx.usage = adapter.usage
         _finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         return resp
-    outcome = await _pump(request, ctx, up, resp, adapter, cfg)
+    try:
+        outcome = await _pump(request, ctx, up, resp, adapter, cfg)
+    except asyncio.CancelledError:
+        # handler_cancellation=True: account what was seen, then let the cancellation unwind.
+        adapter.close()
+        ctx.usage = adapter.usage
+        _finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
+        raise
     ctx.usage = adapter.usage
     ctx.outcome = outcome
     ctx.finished_mono = time.monotonic()
@@ -250,6 +328,14 @@ async def _pump(
         except (aiohttp.ClientError, OSError) as exc:
             ctx.error = f"{type(exc).__name__}: {exc}"
             relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
+            out = adapter.feed(_unread(content))
+            if out:
+                if ctx.ttfb is None:
+                    ctx.ttfb = time.monotonic() - ctx.started_mono
+                if await _write_final(resp, out, Outcome.COMPLETE) is Outcome.CLIENT_DISCONNECTED:
+                    adapter.close()
+                    return Outcome.CLIENT_DISCONNECTED
+                ctx.bytes_out += len(out)
             out = adapter.error("api_error", "upstream connection lost mid-stream")
             return await _write_final(resp, out, Outcome.UPSTREAM_DROPPED)
         if not chunk:
@@ -268,6 +354,21 @@ async def _pump(
             return Outcome.CLIENT_DISCONNECTED
         ctx.bytes_out += len(out)
         last_write = last_data
+
+
+def _unread(content: aiohttp.StreamReader) -> bytes:
+    """Bytes the upstream sent before it dropped that the relay had not read yet.
+
+    aiohttp's readers raise the stored payload error *before* returning what is still
+    buffered, so without this a drop also swallows the events that did arrive, and with
+    them the usage in ``message_start``. Private API, hence the defensive access.
+    """
+    if not getattr(content, "_buffer", None):
+        return b""
+    try:
+        return content._read_nowait(-1)
+    except Exception:  # never let salvaging turn a drop into a crash
+        return b""
 
 
 async def _write_final(resp: web.StreamResponse, data: bytes, outcome: Outcome) -> Outcome:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .providers.base import Provider
 
-__all__ = ("Deployment", "Route", "RouteTable")
+__all__ = ("Deployment", "Route", "RoutePolicy", "RouteTable", "RouteTableHolder")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +24,26 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoutePolicy:
+    """How a route picks a deployment, retries and times out.
+
+    A ``None`` timeout falls back to the gateway's ``[upstream]`` setting.
+    """
+
+    #: ``weighted``, ``least_inflight`` or ``latency`` (see :mod:`llmgw.routing.strategies`).
+    strategy: str = "weighted"
+    #: Try the other deployments when one fails before the first byte.
+    failover: bool = True
+    #: Extra attempts after every deployment was tried once (with backoff).
+    retries: int = 0
+    connect_timeout: float | None = None
+    first_byte_timeout: float | None = None
+    idle_timeout: float | None = None
+    #: Seconds a deployment that keeps failing is taken out before it is probed again.
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """A model name (or ``fnmatch`` pattern such as ``claude-*``) and its deployments."""
 
@@ -31,6 +51,7 @@ class Route:
     deployments: tuple[Deployment, ...]
     aliases: tuple[str, ...] = ()
     display_name: str | None = None
+    policy: RoutePolicy = RoutePolicy()
 
     @property
     def is_pattern(self) -> bool:
@@ -66,3 +87,30 @@ class RouteTable:
     def listed(self) -> list[Route]:
         """Routes with a concrete name, in configured order (what ``/v1/models`` shows)."""
         return [route for route in self.routes if not route.is_pattern]
+
+
+class RouteTableHolder:
+    """The current :class:`RouteTable`, swappable while the application runs.
+
+    Application state is frozen after startup, so a reload replaces the table inside this
+    holder. A request resolves its route once and keeps those objects, which is why a swap
+    never disturbs a stream already in flight.
+    """
+
+    __slots__ = ("generation", "table")
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+        self.generation = 0
+
+    def swap(self, table: RouteTable) -> RouteTable:
+        """Install ``table``; returns the one it replaced."""
+        old, self.table = self.table, table
+        self.generation += 1
+        return old
+
+    def resolve(self, model: str) -> Route | None:
+        return self.table.resolve(model)
+
+    def listed(self) -> list[Route]:
+        return self.table.listed()

@@ -2,7 +2,13 @@
 
 Same format on both sides is the fast path: the client's body bytes go upstream as they
 are (rewritten only when the route maps the model to another id), and the upstream's
-bytes come back untouched while a tap reads usage on the side.
+bytes come back untouched while a tap reads usage on the side. When the route maps the
+model, only the first event (or the JSON body) is rewritten so the response ``model`` is
+the one the client asked for.
+
+Across formats the body is converted (:mod:`._translate_request`), the response is
+re-framed by an adapter (:mod:`._translate_stream`) and errors are put in the client's
+envelope (:mod:`._translate_errors`).
 """
 
 from __future__ import annotations
@@ -10,17 +16,36 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
+from ._translate_errors import convert_error
+from ._translate_request import convert_request
+from ._translate_stream import (
+    EVENTSTREAM,
+    EventStreamModelRewrite,
+    EventStreamToSSE,
+    JSONTransform,
+    SSEModelRewrite,
+    SSEToEventStream,
+    rename_key,
+    set_model,
+)
 from .context import RequestContext
-from .errors import NotSupportedError
 from .providers.base import UpstreamCall
 from .routes import Deployment
-from .typedefs import Operation
+from .typedefs import ApiFormat, Operation
 from .usage import JSONUsageTap, SSEUsageTap, Usage, UsageTap
+from .usage_bedrock import BedrockJSONUsageTap, BedrockUsageTap
+from .wire.eventstream import encode_bedrock_exception
 from .wire.sse import encode_event
 
-__all__ = ("PassThrough", "ResponseAdapter", "build_call", "response_adapter")
+__all__ = (
+    "PassThrough",
+    "ResponseAdapter",
+    "build_call",
+    "response_adapter",
+    "translate_error",
+)
 
 
 class ResponseAdapter(Protocol):
@@ -46,11 +71,12 @@ class ResponseAdapter(Protocol):
 class PassThrough:
     """Same format both ways: every chunk goes out unchanged; the tap only reads."""
 
-    __slots__ = ("_sse", "_tap", "content_type", "ping_interval")
+    __slots__ = ("_eventstream", "_sse", "_tap", "content_type", "ping_interval")
 
-    def __init__(self, tap: UsageTap | None, *, sse: bool) -> None:
+    def __init__(self, tap: UsageTap | None, *, sse: bool, eventstream: bool = False) -> None:
         self._tap = tap
         self._sse = sse
+        self._eventstream = eventstream
         self.content_type: str | None = None
         self.ping_interval: float | None = None
 
@@ -69,14 +95,20 @@ class PassThrough:
         return b""
 
     def error(self, error_type: str, message: str) -> bytes:
-        """An in-band SSE ``error`` event, unless the stream was cut inside an event.
+        """An in-band error (SSE ``error`` event or Bedrock exception frame), unless the
+        stream was cut inside an event.
 
         Appending to half an event would corrupt it; a truncated stream is the honest
         signal then. Never a fabricated ``message_stop``.
         """
         if self._tap is not None:
             self._tap.close()
-        if not self._sse or (isinstance(self._tap, SSEUsageTap) and self._tap.pending):
+        tap = self._tap
+        if self._eventstream:
+            if isinstance(tap, BedrockUsageTap) and tap.pending:
+                return b""
+            return encode_bedrock_exception("internalServerException", message)
+        if not self._sse or (isinstance(tap, SSEUsageTap) and tap.pending):
             return b""
         payload = {"type": "error", "error": {"type": error_type, "message": message}}
         return encode_event("error", json.dumps(payload, separators=(",", ":")))
@@ -90,15 +122,24 @@ def build_call(
 ) -> UpstreamCall:
     """The upstream call for ``deployment``, in its provider's format."""
     assert ctx.operation is not None and ctx.requested_model is not None
-    provider = deployment.provider
-    if provider.format is not ctx.client_format:
-        raise NotSupportedError(
-            f"translation from the {ctx.client_format} format to a {provider.format} "
-            "provider is not available"
-        )
+    assert ctx.client_format is not None
+    provider = deployment.provider.format
     model = deployment.model or ctx.requested_model
     body = ctx.raw_body or b""
-    if model != ctx.requested_model and ctx.body is not None:
+    if provider is not ctx.client_format:
+        assert ctx.body is not None
+        body, headers = convert_request(
+            client=ctx.client_format,
+            provider=provider,
+            operation=ctx.operation,
+            stream=ctx.stream,
+            model=model,
+            body=ctx.body,
+            headers=headers,
+        )
+        query = ""  # ?beta=true and friends mean nothing to another format
+    elif model != ctx.requested_model and ctx.body is not None and "model" in ctx.body:
+        # Anthropic bodies, and Vertex count-tokens bodies, name the model.
         rewritten = dict(ctx.body)
         rewritten["model"] = model
         body = json.dumps(rewritten, separators=(",", ":"), ensure_ascii=False).encode()
@@ -113,15 +154,66 @@ def build_call(
 
 
 def response_adapter(
-    ctx: RequestContext, deployment: Deployment, content_type: str
+    ctx: RequestContext,
+    deployment: Deployment,
+    content_type: str,
+    *,
+    headers: MultiMapping[str] | None = None,
+    ping_interval: float | None = None,
 ) -> ResponseAdapter:
-    """The adapter for a successful upstream response of ``content_type``."""
+    """The adapter for a successful upstream response of ``content_type``.
+
+    ``headers`` are the upstream's response headers (Bedrock reports token counts there);
+    ``ping_interval`` paces the pings a translated stream gets while the upstream is silent.
+    """
+    client = ctx.client_format or ApiFormat.ANTHROPIC
+    provider = deployment.provider.format
+    requested = ctx.requested_model
     sse = content_type.startswith("text/event-stream")
-    tap: UsageTap | None
-    if ctx.operation is Operation.COUNT_TOKENS:
-        tap = None  # free, and its {"input_tokens": N} is not usage
-    elif sse:
-        tap = SSEUsageTap()
-    else:
-        tap = JSONUsageTap()
-    return PassThrough(tap, sse=sse)
+    eventstream = content_type.startswith(EVENTSTREAM)
+    counting = ctx.operation is Operation.COUNT_TOKENS
+    translated = provider is not client
+    mapped = requested is not None and (deployment.model or requested) != requested
+    if counting:
+        if translated and provider is ApiFormat.BEDROCK:
+            return JSONTransform(rename_key("inputTokens", "input_tokens"), tap=None)
+        if translated and client is ApiFormat.BEDROCK:
+            return JSONTransform(rename_key("input_tokens", "inputTokens"), tap=None)
+        return PassThrough(None, sse=False)  # free, and {"input_tokens": N} is not usage
+    if eventstream:
+        if client is ApiFormat.BEDROCK:
+            if mapped and requested is not None:
+                return EventStreamModelRewrite(model=requested)
+            return PassThrough(BedrockUsageTap(), sse=False, eventstream=True)
+        return EventStreamToSSE(model=requested, ping_interval=ping_interval)
+    if sse:
+        if client is ApiFormat.BEDROCK:
+            return SSEToEventStream(model=requested)
+        if (translated or mapped) and requested is not None:
+            return SSEModelRewrite(model=requested, content_type=content_type)
+        return PassThrough(SSEUsageTap(), sse=True)
+    tap: JSONUsageTap = (
+        BedrockJSONUsageTap(headers) if provider is ApiFormat.BEDROCK else JSONUsageTap()
+    )
+    if (translated or mapped) and requested is not None:
+        return JSONTransform(set_model(requested), tap=tap)
+    return PassThrough(tap, sse=False)
+
+
+def translate_error(
+    ctx: RequestContext,
+    deployment: Deployment | None,
+    status: int,
+    headers: CIMultiDict[str],
+    body: bytes,
+) -> tuple[bytes, CIMultiDict[str]]:
+    """An upstream error response in the client's envelope (unchanged for the same format)."""
+    if deployment is None or ctx.client_format is None:
+        return body, headers
+    return convert_error(
+        client=ctx.client_format,
+        provider=deployment.provider.format,
+        status=status,
+        headers=headers,
+        body=body,
+    )

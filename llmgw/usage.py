@@ -30,6 +30,11 @@ __all__ = (
 # roughly 4 bytes a token. Only used to estimate output for streams cut before message_delta.
 _DELTA_OVERHEAD = 70
 _BYTES_PER_TOKEN = 4
+# The SSE tap's fast path: the head of a canonical content_block_delta event, and the same
+# head preceded by the blank line that ends the event before it.
+_DELTA_BLOCK_START = b"event: content_block_delta\ndata: "
+_DELTA_BLOCK = b"\n\n" + _DELTA_BLOCK_START
+_FAST_CARRY_LIMIT = 1 << 20
 
 
 class Outcome(enum.StrEnum):
@@ -66,6 +71,8 @@ class Usage:
     estimated: bool = False
     #: Set when the tap could not parse the response; the numbers are what was read before.
     parse_error: str | None = None
+    #: ``error.type`` of an in-band error the provider sent mid-stream (``overloaded_error``).
+    upstream_error: str | None = None
 
     @property
     def total_input_tokens(self) -> int:
@@ -127,7 +134,7 @@ class SSEUsageTap:
     counted by size so a stream cut before ``message_delta`` still yields an estimate.
     """
 
-    __slots__ = ("_decoder", "_delta_bytes", "_failed", "error", "usage")
+    __slots__ = ("_carry", "_decoder", "_delta_bytes", "_failed", "_started", "error", "usage")
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -135,20 +142,83 @@ class SSEUsageTap:
         self._decoder = SSEDecoder()
         self._delta_bytes = 0
         self._failed = False
+        # The bytes after the last blank line, not fed to the decoder yet (see _feed).
+        self._carry = b""
+        self._started = False  # the decoder has seen the stream's first bytes (its BOM check)
 
     @property
     def pending(self) -> bool:
         """True when the bytes seen so far end inside an unfinished event."""
+        if self._carry:
+            probe = SSEDecoder()
+            if self._started:
+                probe.feed(b"\n")  # past the BOM check: the carry starts after a blank line
+            probe.feed(self._carry)
+            return probe.pending
         return self._decoder.pending
 
     def feed(self, chunk: bytes) -> None:
         if self._failed:
             return
         try:
-            for event in self._decoder.feed(chunk):
-                self.on_event(event.event, event.data)
+            self._feed(chunk)
         except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self._fail(exc)
+
+    def _decode(self, data: bytes) -> None:
+        self._started = True
+        for event in self._decoder.feed(data):
+            self.on_event(event.event, event.data)
+
+    def _feed(self, chunk: bytes) -> None:
+        """Feed the decoder whole events only, and skip it for runs of canonical deltas.
+
+        The events up to the last blank line form a run. Its middle, from the first to the
+        last ``event: content_block_delta\\ndata: X\\n\\n`` head, is accounted in bulk at C
+        speed when it holds no other line: it would decode to deltas only, and their data
+        size follows from its length and count. What is around it goes to the decoder, which
+        is between events there; so does a run without that shape. Bytes with a CR, or an
+        event growing past 1 MiB (the decoder's limits), go to the decoder as they come
+        until it is between events again.
+        """
+        data = self._carry + chunk if self._carry else chunk
+        self._carry = b""
+        if b"\r" in data or self._decoder.pending:
+            self._decode(data)
+            return
+        end = data.rfind(b"\n\n") + 2
+        if end < 2:
+            if len(data) > _FAST_CARRY_LIMIT:
+                self._decode(data)
+            else:
+                self._carry = data
+            return
+        if end < len(data):
+            self._carry = data[end:]
+            data = data[:end]
+        if len(data) > _FAST_CARRY_LIMIT:
+            self._decode(data)
+            return
+        # A head found at index p of `framed` starts at index p of `data`.
+        framed = b"\n\n" + data
+        first = framed.find(_DELTA_BLOCK)
+        if first < 0 or (first == 0 and not self._started):  # the decoder sees the start
+            self._decode(data)
+            return
+        last = framed.rfind(_DELTA_BLOCK)
+        stop = data.find(b"\n\n", last + len(_DELTA_BLOCK_START)) + 2
+        deltas = framed.count(_DELTA_BLOCK, first, last + len(_DELTA_BLOCK))
+        # Each head holds one newline and the blank line ending each block two: the middle
+        # has no other line exactly when it has 3 newlines a delta.
+        if data.count(b"\n", first, stop) != 3 * deltas:
+            self._decode(data)
+            return
+        if first:
+            self._decode(data[:first])
+        data_bytes = stop - first - deltas * (len(_DELTA_BLOCK_START) + 2)
+        self._delta_bytes += max(data_bytes - deltas * _DELTA_OVERHEAD, deltas)
+        if stop < len(data):
+            self._decode(data[stop:])
 
     def on_event(self, name: str, data: bytes) -> None:
         """Account one Anthropic event (also used by the Bedrock tap for inner events)."""
@@ -170,6 +240,8 @@ class SSEUsageTap:
         elif name == "error":
             payload = json.loads(data)
             self.error = payload.get("error") if isinstance(payload, dict) else None
+            kind = self.error.get("type") if isinstance(self.error, dict) else None
+            self.usage.upstream_error = kind if isinstance(kind, str) else "error"
 
     def close(self) -> None:
         """End of stream (clean or not): estimate output if the final usage never came."""

@@ -13,6 +13,9 @@ from llmgw.app import make_app
 from llmgw.config import GatewayConfig, ProviderConfig, StorageConfig
 from tests.fakes.anthropic import FakeAnthropic
 
+#: Session-wide secret-leak scan of logs and output files (see tests/secret_scan.py).
+pytest_plugins = ("tests.secret_scan",)
+
 GatewayClient = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[GatewayClient]]
 

@@ -15,6 +15,9 @@ from aiohttp import web
 from .. import __version__
 from ..app import make_app
 from ..config import GatewayConfig, ProviderConfig, load_config
+from ..errors import ConfigError
+from ..keys import ROUTE_RELOADER
+from ..routing.reload import RouteReloader
 
 __all__ = ("register", "run")
 
@@ -41,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, args.config))
     return 0
 
 
-async def _serve(config: GatewayConfig) -> None:
+async def _serve(config: GatewayConfig, path: str | None = None) -> None:
     runners: list[web.AppRunner] = []
     try:
         if not config.providers and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -54,7 +57,10 @@ async def _serve(config: GatewayConfig) -> None:
             config = dataclasses.replace(
                 config, providers=(ProviderConfig(name="anthropic", kind="anthropic"),)
             )
-        runner = web.AppRunner(make_app(config), handler_cancellation=False)
+        app = make_app(config)
+        reloader = app[ROUTE_RELOADER]
+        reloader.path = path  # SIGHUP re-reads the routes from the file
+        runner = web.AppRunner(app, handler_cancellation=False)
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -62,7 +68,7 @@ async def _serve(config: GatewayConfig) -> None:
         log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
         # One parseable line for scripts and tests that start the gateway on port 0.
         print(f"llmgw listening on http://{config.server.host}:{site.port}", flush=True)
-        await _until_signalled()
+        await _until_signalled(reloader)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -84,9 +90,24 @@ async def _with_demo_upstream(config: GatewayConfig, runners: list[web.AppRunner
     )
 
 
-async def _until_signalled() -> None:
+async def _reload(reloader: RouteReloader) -> None:
+    try:
+        await reloader.reload()
+    except ConfigError as exc:
+        log.error("route reload failed, keeping the current routes: %s", exc)
+
+
+async def _until_signalled(reloader: RouteReloader) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload(reloader))
+        reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from ..auth.policy import model_allowed
 from ..context import get_body, get_context
 from ..errors import InvalidRequestError
 from ..keys import ROUTES
@@ -46,23 +47,29 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the names this gateway routes, in the Anthropic list shape.
 
-    Filtered by the caller's allowed models when authentication resolved an identity.
+    Every concrete route name and alias a client may send (patterns cannot be listed), the
+    route's configured ``display_name`` on its main name, filtered by the caller's allowed
+    models when authentication resolved an identity. Claude Code's model discovery keeps
+    only ids containing ``claude`` or ``anthropic``, so name routes accordingly.
     """
     identity = get_context(request).identity
-    allowed = identity.allowed_models if identity is not None else None
     epoch = datetime(2025, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
     data = []
+    seen: set[str] = set()
     for route in request.config_dict[ROUTES].listed():
-        if allowed is not None and route.model not in allowed:
-            continue
-        data.append(
-            {
-                "type": "model",
-                "id": route.model,
-                "display_name": route.display_name or route.model,
-                "created_at": epoch,
-            }
-        )
+        for name in (route.model, *route.aliases):
+            if name in seen or not model_allowed(identity, name):
+                continue
+            seen.add(name)
+            main = name == route.model
+            data.append(
+                {
+                    "type": "model",
+                    "id": name,
+                    "display_name": (route.display_name if main else None) or name,
+                    "created_at": epoch,
+                }
+            )
     try:
         limit = max(1, min(1000, int(request.query.get("limit", "1000"))))
     except ValueError:

@@ -30,4 +30,16 @@ def build_provider(cfg: ProviderConfig) -> Provider:
         token_env = cfg.options.get("auth_token_env")
         token = os.environ.get(token_env) if isinstance(token_env, str) else None
         return AnthropicProvider(name=cfg.name, base_url=base_url, api_key=key, auth_token=token)
+    if cfg.kind == "bedrock":
+        from .bedrock import bedrock_provider  # botocore is imported only when used
+
+        return bedrock_provider(
+            name=cfg.name, base_url=cfg.base_url, api_key_env=cfg.api_key_env, options=cfg.options
+        )
+    if cfg.kind == "vertex":
+        from .vertex import vertex_provider  # google-auth is imported only when used
+
+        return vertex_provider(
+            name=cfg.name, base_url=cfg.base_url, api_key_env=cfg.api_key_env, options=cfg.options
+        )
     raise ConfigError(f"providers.{cfg.name}.kind: provider kind {cfg.kind!r} is not available")

@@ -1,0 +1,157 @@
+"""What limits_middleware adds before the first byte: memory and Redis backends vs off.
+
+Each request goes over loopback HTTP to an in-process app. An outer middleware parses the
+body (routing does that anyway) and stamps the time; the handler stamps its entry. The
+added TTFB of a variant is its (handler entry - stamp) minus the same for limits off.
+Limits charged per request: rpm, tpm, concurrent streams and a daily budget for each of
+key, team and global scopes (12 counters). Reference: one Redis PING round trip.
+
+    python -m benchmarks.limits [--requests 3000] [--redis redis://127.0.0.1:6379/0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from llmgw.context import Identity, get_body, get_context
+from llmgw.limits import CounterBackend, MemoryCounters, Tier, parse_limit_set
+from llmgw.limits.limiter import Limiter
+from llmgw.limits.redis import RedisCounters
+from llmgw.middlewares.limits import limits_middleware
+from llmgw.typedefs import Handler, Middleware
+from llmgw.usage import Usage
+
+LIMITS = parse_limit_set(
+    {
+        "rpm": 10**9,
+        "tpm": 10**12,
+        "concurrent": 10**6,
+        "budgets": [{"usd": 10**6, "period": "daily"}],
+    },
+    "bench",
+)
+#: A Claude Code-sized request: ~60 KB of system prompt, tools and history.
+BODY = json.dumps(
+    {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "stream": True,
+        "system": [{"type": "text", "text": "You are Claude Code. " * 1500}],
+        "messages": [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " * 80}
+            for i in range(40)
+        ],
+    }
+).encode()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def build_app(limiter: Limiter | None, samples: list[float]) -> web.Application:
+    @web.middleware
+    async def stamp(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await get_body(request)
+        ctx = get_context(request)
+        ctx.identity = Identity(key_id="k1", team="t1")
+        ctx.extras["bench.t0"] = time.perf_counter()
+        return await handler(request)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ctx = get_context(request)
+        samples.append(time.perf_counter() - ctx.extras["bench.t0"])
+        ctx.usage = Usage(input_tokens=15_000, output_tokens=300, final=True)
+        return web.Response(body=b"event: message_stop\ndata: {}\n\n")
+
+    middlewares: list[Middleware] = [stamp]
+    if limiter is not None:
+        middlewares.append(limits_middleware(limiter))
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 24)
+    app.router.add_post("/v1/messages", handler)
+    return app
+
+
+async def run_variant(limiter: Limiter | None, requests: int) -> list[float]:
+    samples: list[float] = []
+    runner = web.AppRunner(build_app(limiter, samples), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/v1/messages"
+    headers = {"content-type": "application/json"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(requests):
+                async with http.post(url, data=BODY, headers=headers) as resp:
+                    await resp.read()
+    finally:
+        await runner.cleanup()
+    return samples[requests // 10 :]  # drop warm-up
+
+
+async def redis_rtt(url: str, n: int) -> list[float]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await client.ping()
+            out.append(time.perf_counter() - t0)
+    finally:
+        await client.aclose()
+    return out[n // 10 :]
+
+
+def limiter_with(counters: CounterBackend) -> Limiter:
+    defaults = {Tier.KEY: LIMITS, Tier.TEAM: LIMITS, Tier.GLOBAL: LIMITS}
+    prefix = f"llmgw:bench:{secrets.token_hex(4)}:"
+    return Limiter(counters, defaults=defaults, key_prefix=prefix)
+
+
+async def main(requests: int, redis_url: str | None) -> None:
+    variants: list[tuple[str, Callable[[], Awaitable[list[float]]]]] = [
+        ("off", lambda: run_variant(None, requests)),
+        ("memory", lambda: run_variant(limiter_with(MemoryCounters()), requests)),
+    ]
+    if redis_url:
+        variants.append(
+            ("redis", lambda: run_variant(limiter_with(RedisCounters(redis_url)), requests))
+        )
+    results = {name: await fn() for name, fn in variants}
+    base50 = statistics.median(results["off"])
+    base99 = percentile(results["off"], 0.99)
+    print(f"{'variant':<8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}")
+    for name, values in results.items():
+        p50, p99 = statistics.median(values), percentile(values, 0.99)
+        print(
+            f"{name:<8} {p50 * 1e3:8.4f} {p99 * 1e3:8.4f} "
+            f"{(p50 - base50) * 1e3:10.4f} {(p99 - base99) * 1e3:10.4f}"
+        )
+    if redis_url:
+        rtt = await redis_rtt(redis_url, requests)
+        print(
+            f"redis PING round trip: p50 {statistics.median(rtt) * 1e3:.4f} ms, "
+            f"p99 {percentile(rtt, 0.99) * 1e3:.4f} ms"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.redis or None))

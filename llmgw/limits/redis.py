@@ -1,0 +1,151 @@
+"""Counters in Redis, shared by every gateway instance (extra ``redis``).
+
+Each reserve and each settle is one Lua script, so a check and its charge are one atomic
+step on the server and one round trip from the gateway. The client has short socket
+timeouts, no retries and one deadline per call: a dead or frozen Redis costs a request at
+most ``max(timeout, 1) + 2 * timeout`` seconds, after which the limiter fails open or
+closed as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from .counters import Counter, CounterKind, Reserved, StoreUnavailableError
+
+__all__ = ("RESERVE_LUA", "SETTLE_LUA", "RedisCounters")
+
+#: KEYS: one per counter. ARGV: now_ms, token, then per counter
+#: kind, limit, amount, bucket, oldest, ttl_ms. Returns {refused (1-based, 0 = none), used, first}.
+RESERVE_LUA = """
+local now = tonumber(ARGV[1])
+local token = ARGV[2]
+local used, first = {}, {}
+local refused = 0
+for i = 1, #KEYS do
+  local a = 2 + (i - 1) * 6
+  local kind, limit, amount = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local key = KEYS[i]
+  local total, oldest = 0, -1
+  if kind == 'w' then
+    local minb = tonumber(ARGV[a + 5])
+    local fields = redis.call('HGETALL', key)
+    for j = 1, #fields, 2 do
+      local b = tonumber(fields[j])
+      if b < minb then
+        redis.call('HDEL', key, fields[j])
+      else
+        local v = tonumber(fields[j + 1])
+        total = total + v
+        if v > 0 and (oldest < 0 or b < oldest) then oldest = b end
+      end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    total = redis.call('ZCARD', key)
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] then oldest = tonumber(head[2]) end
+  end
+  used[i], first[i] = total, oldest
+  if refused == 0 and (total + amount > limit or total >= limit) then refused = i end
+end
+if refused == 0 then
+  for i = 1, #KEYS do
+    local a = 2 + (i - 1) * 6
+    local kind, amount, ttl = ARGV[a + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 6])
+    if kind == 'w' then
+      redis.call('HINCRBY', KEYS[i], ARGV[a + 4], ARGV[a + 3])
+    else
+      redis.call('ZADD', KEYS[i], now + ttl, token)
+    end
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    used[i] = used[i] + amount
+  end
+end
+return {refused, used, first}
+"""
+
+#: KEYS: one per counter. ARGV: token, then per counter kind, bucket, delta.
+SETTLE_LUA = """
+for i = 1, #KEYS do
+  local a = 1 + (i - 1) * 3
+  if ARGV[a + 1] == 'w' then
+    local delta = tonumber(ARGV[a + 3])
+    if delta ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+      redis.call('HINCRBY', KEYS[i], ARGV[a + 2], ARGV[a + 3])
+    end
+  else
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  end
+end
+return 1
+"""
+
+
+class RedisCounters:
+    """Counters in one Redis database; ``url`` as redis-py takes it (``redis://host:6379/0``)."""
+
+    __slots__ = ("_client", "_deadline", "_reserve", "_settle")
+
+    def __init__(self, url: str, *, timeout: float = 0.25, pool_size: int = 32) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise RuntimeError(
+                "limits backend 'redis' needs the extra: pip install llmgw[redis]"
+            ) from None
+        connect_timeout = max(timeout, 1.0)
+        # The whole call, queueing for a pooled connection included, ends by this deadline.
+        self._deadline = connect_timeout + 2 * timeout
+        # A bounded pool: a burst of requests queues for a few connections instead of
+        # opening one each (hundreds of simultaneous connects time out on a busy host).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=self._deadline,
+            socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._client: Any = aioredis.Redis.from_pool(pool)
+        self._reserve = self._client.register_script(RESERVE_LUA)
+        self._settle = self._client.register_script(SETTLE_LUA)
+
+    async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
+        args: list[str | int] = [int(now * 1000), token]
+        for c in counters:
+            ttl_ms = max(int(c.ttl * 1000), 1)
+            args += [c.kind.value, c.limit, c.amount, c.bucket, c.oldest, ttl_ms]
+        refused, used, first = await self._call(self._reserve, [c.key for c in counters], args)
+        return Reserved(
+            refused=int(refused) - 1 if refused else None,
+            used=tuple(int(v) for v in used),
+            first=tuple(int(v) for v in first),
+        )
+
+    async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
+        keys, args = [], [token]
+        for c, delta in zip(counters, deltas, strict=True):
+            if c.kind is CounterKind.WINDOW and not delta:
+                continue
+            keys.append(c.key)
+            args += [c.kind.value, str(c.bucket), str(delta)]
+        if keys:
+            await self._call(self._settle, keys, args)
+
+    async def _call(self, script: Any, keys: list[str], args: Sequence[str | int]) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,180 @@
+"""One usage record: a flat, frozen row built from the request context.
+
+A record is written twice: *open* (``outcome = in_flight``) before the upstream is called,
+and *closed* once the relay returned, whatever happened. Both states share the request id,
+so every store keeps one row per request and a closed row is never reopened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import RequestContext
+from ..usage import Outcome
+
+__all__ = ("DISCARDED", "UsageRecord", "closed_record", "open_record")
+
+#: The closing state of a request that never became a proxied call: stores delete its open
+#: row instead of keeping it.
+DISCARDED = "discarded"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRecord:
+    """What one proxied request consumed, exactly as the provider reported it.
+
+    Token fields follow the Anthropic usage object: ``input_tokens`` excludes both cache
+    classes; ``cache_creation_tokens`` is the 5m + 1h total (plus any unsplit remainder).
+    Times are Unix seconds (``started_at``) and seconds (``ttfb``, ``duration``).
+    """
+
+    request_id: str
+    started_at: float
+    outcome: str = Outcome.IN_FLIGHT.value
+    finished_at: float | None = None
+    key_id: str | None = None
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    client_format: str | None = None
+    operation: str | None = None
+    stream: bool = False
+    provider: str | None = None
+    deployment: str | None = None
+    #: Every try as ``[{"deployment", "provider", "status", "error", "duration"}]``.
+    attempts: tuple[dict[str, Any], ...] = ()
+    requested_model: str | None = None
+    upstream_model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_creation_5m_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    thinking_tokens: int | None = None
+    server_tool_use: dict[str, int] = field(default_factory=dict)
+    #: Output was estimated from the deltas of a stream cut before its final usage.
+    estimated: bool = False
+    #: The tap could not parse the response; the tokens are what was read before.
+    parse_error: str | None = None
+    stop_reason: str | None = None
+    message_id: str | None = None
+    ttfb: float | None = None
+    duration: float | None = None
+    bytes_out: int = 0
+    status: int | None = None
+    error: str | None = None
+    #: Integer micro-dollars; ``None`` while open or when the model has no known price.
+    cost_micros: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.outcome == Outcome.IN_FLIGHT.value
+
+    @property
+    def day(self) -> str:
+        """UTC calendar day of ``started_at`` (``YYYY-MM-DD``), the report's ``day`` group."""
+        return time.strftime("%Y-%m-%d", time.gmtime(self.started_at))
+
+    def to_json(self) -> dict[str, Any]:
+        # Not dataclasses.asdict: its deep copy costs more than the rest of a request's
+        # metering, and every value here is already JSON-ready.
+        return dict(zip(_FIELD_NAMES, _values(self), strict=True))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["attempts"] = tuple(values.get("attempts") or ())
+        values["server_tool_use"] = dict(values.get("server_tool_use") or {})
+        return cls(**values)
+
+    def dumps(self) -> bytes:
+        """One journal line (compact JSON, newline-terminated)."""
+        return _ENCODER.encode(self.to_json()).encode() + b"\n"
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_values = operator.attrgetter(*_FIELD_NAMES)
+# Records hold no cycles; skipping the check is a measurable share of a journal append.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def open_record(ctx: RequestContext) -> UsageRecord:
+    """The record as known before the upstream is called (identity, session, model if read)."""
+    identity = ctx.identity
+    return UsageRecord(
+        request_id=ctx.request_id,
+        started_at=ctx.started_at,
+        key_id=identity.key_id if identity else None,
+        user=identity.user if identity else None,
+        team=identity.team if identity else None,
+        project=identity.project if identity else None,
+        session_id=ctx.session_id,
+        agent_id=ctx.agent_id,
+        client_format=ctx.client_format.value if ctx.client_format else None,
+        operation=ctx.operation.value if ctx.operation else None,
+        stream=ctx.stream,
+        requested_model=ctx.requested_model,
+    )
+
+
+def closed_record(ctx: RequestContext, cost_micros: int | None) -> UsageRecord:
+    """The final record, read from the context after the relay returned."""
+    usage = ctx.usage
+    outcome = ctx.outcome
+    identity = ctx.identity
+    return UsageRecord(
+        request_id=ctx.request_id,
+        started_at=ctx.started_at,
+        outcome=outcome.value,
+        finished_at=ctx.started_at + ctx.duration,
+        key_id=identity.key_id if identity else None,
+        user=identity.user if identity else None,
+        team=identity.team if identity else None,
+        project=identity.project if identity else None,
+        session_id=ctx.session_id,
+        agent_id=ctx.agent_id,
+        client_format=ctx.client_format.value if ctx.client_format else None,
+        operation=ctx.operation.value if ctx.operation else None,
+        stream=ctx.stream,
+        provider=ctx.provider,
+        deployment=ctx.deployment.name if ctx.deployment else None,
+        attempts=tuple(
+            {
+                "deployment": a.deployment,
+                "provider": a.provider,
+                "status": a.status,
+                "error": a.error,
+                "duration": round(a.duration, 6),
+            }
+            for a in ctx.attempts
+        ),
+        requested_model=ctx.requested_model,
+        upstream_model=ctx.upstream_model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_tokens=usage.cache_creation_input_tokens,
+        cache_creation_5m_tokens=usage.cache_creation_5m_tokens,
+        cache_creation_1h_tokens=usage.cache_creation_1h_tokens,
+        cache_read_tokens=usage.cache_read_input_tokens,
+        thinking_tokens=usage.thinking_tokens,
+        server_tool_use=dict(usage.server_tool_use),
+        estimated=usage.estimated,
+        parse_error=usage.parse_error,
+        stop_reason=usage.stop_reason,
+        message_id=usage.message_id,
+        ttfb=ctx.ttfb,
+        duration=ctx.duration,
+        bytes_out=ctx.bytes_out,
+        status=ctx.status,
+        error=ctx.error,
+        cost_micros=cost_micros,
+    )

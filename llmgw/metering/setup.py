@@ -1,0 +1,64 @@
+"""Metering for the ready gateway: the writer from config and its cleanup context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import GatewayConfig
+from ..keys import DATABASE, USAGE_STORE, USAGE_WRITER
+from .journal import Journal, SpillFile
+from .store import MemoryUsageStore, SQLUsageStore
+from .writer import UsageWriter
+
+__all__ = ("build_usage_writer", "journal_path", "metering_ctx")
+
+
+def journal_path(config: GatewayConfig) -> Path | None:
+    """``metering.journal`` resolved: ``auto`` sits beside a SQLite file."""
+    setting = config.metering.journal
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return Path(setting)
+    url = config.storage.url
+    if config.metering.store == "memory":
+        return None
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        return None if path in ("", ":memory:") else Path(path + ".usage-journal")
+    return Path("llmgw-usage.journal")
+
+
+def build_usage_writer(config: GatewayConfig) -> UsageWriter:
+    """The writer ``make_app`` hands to the metering middleware; its store is bound (and
+    the journal replayed) when :func:`metering_ctx` runs."""
+    cfg = config.metering
+    path = journal_path(config)
+    return UsageWriter(
+        MemoryUsageStore() if cfg.store == "memory" else None,
+        journal=Journal(path) if path is not None else None,
+        spill=SpillFile(path.with_name(path.name + ".spill")) if path is not None else None,
+        queue_size=cfg.queue_size,
+        batch_size=cfg.batch_size,
+        flush_interval=cfg.flush_interval,
+        on_full=cfg.on_full,
+    )
+
+
+async def metering_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Bind the store (SQL after ``database_ctx``), replay the journal, write until shutdown,
+    then flush."""
+    writer = app[USAGE_WRITER]
+    if writer.store is None:
+        store = SQLUsageStore(app[DATABASE])
+        await store.open()
+        writer.store = store
+    app[USAGE_STORE] = writer.store
+    await writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()

@@ -1,0 +1,108 @@
+"""Usage metering: one record per proxied request, opened before the upstream is called and
+closed whatever happens.
+
+The middleware only reads the :class:`~llmgw.context.RequestContext` (the relay and the
+format handlers fill it), so it is the same for every client and provider format. It never
+touches storage itself: it hands each record state to a :class:`UsageSink` (the
+:class:`~llmgw.metering.writer.UsageWriter` journals it and writes it later, off the path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from aiohttp import web
+
+from ..context import RequestContext, get_context
+from ..metering.record import DISCARDED, UsageRecord, closed_record, open_record
+from ..metering.writer import UsageSink
+from ..pricing import PriceTable
+from ..typedefs import Handler, Middleware, Operation
+from ..usage import Outcome
+
+__all__ = ("metering_middleware", "request_cost")
+
+
+def request_cost(ctx: RequestContext, prices: PriceTable) -> int | None:
+    """Micro-dollars for the usage on the context; ``None`` when the model has no price."""
+    if ctx.operation is Operation.COUNT_TOKENS:
+        return 0
+    model = ctx.upstream_model or ctx.usage.model or ctx.requested_model
+    if model is None or prices.price(model) is None:
+        return None
+    return prices.cost_micros(model, ctx.usage)
+
+
+def _settle_outcome(ctx: RequestContext, status: int | None, cancelled: bool) -> None:
+    """Give every request an honest outcome and status before the record closes.
+
+    The relay calls a stream that reached EOF complete; for usage it is complete only if
+    the provider's final usage arrived. An in-band error event makes it ``upstream_error``;
+    an EOF with neither (a stream the upstream ended early) ``upstream_dropped``.
+    """
+    usage = ctx.usage
+    if ctx.outcome is Outcome.COMPLETE and not usage.final:
+        if usage.upstream_error is not None:
+            ctx.outcome = Outcome.UPSTREAM_ERROR
+            ctx.error = ctx.error or f"in-band error event mid-stream: {usage.upstream_error}"
+        elif ctx.stream and ctx.operation is Operation.MESSAGES:
+            ctx.outcome = Outcome.UPSTREAM_DROPPED
+            ctx.error = ctx.error or "stream ended before the provider's final usage"
+    elif ctx.outcome is Outcome.IN_FLIGHT:
+        if cancelled:
+            ctx.outcome = Outcome.CLIENT_DISCONNECTED
+        elif not ctx.attempts:
+            ctx.outcome = Outcome.REFUSED  # stopped before any upstream call
+        else:
+            ctx.outcome = Outcome.INCOMPLETE
+    if ctx.status is None:
+        ctx.status = 499 if cancelled and status is None else status
+    if ctx.finished_mono is None:
+        ctx.finished_mono = time.monotonic()
+
+
+def metering_middleware(sink: UsageSink, *, prices: PriceTable | None = None) -> Middleware:
+    """Meter every ``POST`` that becomes a proxied call (the format handler set
+    ``ctx.operation``); other requests leave no record.
+
+    On the way out it sets ``ctx.cost_micros`` (and settles ``ctx.outcome``/``ctx.status``
+    for requests the relay never finished), so limits and audit, which run outside, read the
+    closed record's numbers from the context.
+    """
+    table = prices if prices is not None else PriceTable()
+
+    @web.middleware
+    async def _metering(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST":
+            return await handler(request)
+        ctx = get_context(request)
+        await sink.submit(open_record(ctx))
+        status: int | None = None
+        cancelled = False
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            record: UsageRecord
+            if ctx.operation is None:
+                # Never became a proxied call (bad body, unknown path, a local endpoint).
+                record = dataclasses.replace(open_record(ctx), outcome=DISCARDED)
+            else:
+                _settle_outcome(ctx, status, cancelled)
+                ctx.cost_micros = request_cost(ctx, table)
+                record = closed_record(ctx, ctx.cost_micros)
+            await sink.submit(record)
+
+    return _metering

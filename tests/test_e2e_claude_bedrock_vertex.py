@@ -1,0 +1,158 @@
+"""The real Claude Code CLI through llmgw in Bedrock and Vertex modes, and across formats.
+
+Bedrock mode (``CLAUDE_CODE_USE_BEDROCK=1``) and Vertex mode (``CLAUDE_CODE_USE_VERTEX=1``)
+against the same-format fakes, then the Anthropic mode (``ANTHROPIC_BASE_URL``) routed to the
+Bedrock and Vertex fakes. Each run must complete, talk to nothing but the gateway, and leave
+usage with every token class on the request context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from llmgw.context import RequestContext
+from llmgw.demo import DemoUsage
+from llmgw.providers import Provider
+from llmgw.typedefs import ApiFormat
+from llmgw.usage import Outcome
+from tests.bedrock_vertex_gateway import bedrock_provider, start_gateway, vertex_provider
+from tests.claude_cli import ProxySink, require_claude, run_claude
+from tests.fakes.anthropic import Reply
+from tests.fakes.bedrock import FakeBedrock
+from tests.fakes.vertex import FakeVertex
+
+pytestmark = pytest.mark.e2e
+
+USAGE = DemoUsage(input_tokens=7, output_tokens=11, cache_creation_5m=2048, cache_read=30000)
+READ = ("Read", {"file_path": "/nonexistent/llmgw-e2e.txt"})
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[ProxySink]:
+    require_claude()
+    async with ProxySink() as proxy:
+        yield proxy
+
+
+def _messages(contexts: list[RequestContext]) -> list[RequestContext]:
+    return [c for c in contexts if c.operation is not None]
+
+
+def assert_usage_recorded(ctx: RequestContext) -> None:
+    assert ctx.outcome is Outcome.COMPLETE
+    usage = ctx.usage
+    assert (usage.input_tokens, usage.output_tokens) == (7, 11)
+    assert usage.cache_creation_input_tokens == 2048
+    assert usage.cache_read_input_tokens == 30000
+    assert usage.final and usage.parse_error is None
+
+
+async def test_cli_bedrock_mode_through_llmgw(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sink: ProxySink
+) -> None:
+    fake = FakeBedrock(
+        Reply(thinking="Read first.", text="Reading.", tool_use=READ, usage=USAGE),
+        Reply(text="The file does not exist.", usage=USAGE),
+    )
+    await fake.start(aiohttp_server)
+    contexts: list[RequestContext] = []
+    gw = await start_gateway(aiohttp_client, {"bedrock": bedrock_provider(fake)}, contexts=contexts)
+
+    result = await run_claude(
+        "read the file",
+        env={
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "ANTHROPIC_BEDROCK_BASE_URL": str(gw.make_url("/bedrock")),
+            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+            "AWS_REGION": "us-east-1",
+        },
+        sink=sink,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.json is not None, result.stdout
+    assert result.json["result"] == "The file does not exist."
+    assert fake.auth_failures == []
+    assert len(fake.requests) == 2
+    assert all(r.path.endswith("/invoke-with-response-stream") for r in fake.requests)
+    assert all(":" not in r.path.rpartition("/model/")[2] for r in fake.requests)  # sent as %3A
+    calls = _messages(contexts)
+    assert [c.client_format for c in calls] == [ApiFormat.BEDROCK, ApiFormat.BEDROCK]
+    assert calls[0].requested_model == fake.model_ids[0]
+    assert_usage_recorded(calls[0])
+    assert sink.hits == []
+
+
+async def test_cli_vertex_mode_through_llmgw(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sink: ProxySink
+) -> None:
+    fake = FakeVertex(Reply(text="Hello from Vertex.", thinking="Greet.", usage=USAGE))
+    await fake.start(aiohttp_server)
+    contexts: list[RequestContext] = []
+    gw = await start_gateway(aiohttp_client, {"vertex": vertex_provider(fake)}, contexts=contexts)
+
+    result = await run_claude(
+        "say hi",
+        env={
+            "CLAUDE_CODE_USE_VERTEX": "1",
+            "ANTHROPIC_VERTEX_BASE_URL": str(gw.make_url("/vertex/v1")),
+            "CLAUDE_CODE_SKIP_VERTEX_AUTH": "1",
+            "CLOUD_ML_REGION": "europe-west1",
+            "ANTHROPIC_VERTEX_PROJECT_ID": "the-clients-project",
+        },
+        sink=sink,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.json is not None, result.stdout
+    assert result.json["result"] == "Hello from Vertex."
+    # The gateway's own project and region go upstream, whatever the client's path said.
+    assert fake.requests[0].path.startswith(
+        "/v1/projects/llmgw-test-project/locations/us-east5/publishers/anthropic/models/"
+    )
+    calls = _messages(contexts)
+    assert calls[0].client_format is ApiFormat.VERTEX
+    assert calls[0].extras["vertex.project"] == "the-clients-project"
+    assert_usage_recorded(calls[0])
+    assert sink.hits == []
+
+
+@pytest.mark.parametrize("upstream", ["bedrock", "vertex"])
+async def test_cli_anthropic_mode_routed_to_other_formats(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sink: ProxySink, upstream: str
+) -> None:
+    read = Reply(thinking="Read first.", text="Reading.", tool_use=READ, usage=USAGE)
+    done = Reply(text="The file does not exist.", usage=USAGE)
+    contexts: list[RequestContext] = []
+    providers: dict[str, Provider]
+    if upstream == "bedrock":
+        bedrock = FakeBedrock(read, done)
+        await bedrock.start(aiohttp_server)
+        providers = {"bedrock": bedrock_provider(bedrock)}
+    else:
+        vertex = FakeVertex(read, done)
+        await vertex.start(aiohttp_server)
+        providers = {"vertex": vertex_provider(vertex)}
+    gw = await start_gateway(aiohttp_client, providers, contexts=contexts)
+
+    result = await run_claude(
+        "read the file",
+        env={"ANTHROPIC_BASE_URL": str(gw.make_url("")), "ANTHROPIC_AUTH_TOKEN": "tok-test"},
+        sink=sink,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.json is not None, result.stdout
+    assert result.json["result"] == "The file does not exist."
+    calls = _messages(contexts)
+    assert len(calls) == 2 and all(c.client_format is ApiFormat.ANTHROPIC for c in calls)
+    assert_usage_recorded(calls[0])
+    # The response model equalled the requested one, so the CLI sent the thinking block back.
+    fake = bedrock if upstream == "bedrock" else vertex
+    history = fake.requests[1].json()["messages"]
+    assistant = next(m for m in history if m["role"] == "assistant")
+    assert assistant["content"][0]["type"] == "thinking"
+    assert sink.hits == []

@@ -1,0 +1,176 @@
+"""The usage taps, fed the exact bytes an upstream sends, split every possible way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from llmgw.demo import DemoUsage, message_events, message_json, sse_bytes
+from llmgw.usage import JSONUsageTap, SSEUsageTap, Usage
+
+MODEL = "claude-sonnet-4-6"
+FULL = DemoUsage(
+    input_tokens=21,
+    output_tokens=345,
+    cache_creation_5m=1000,
+    cache_creation_1h=2000,
+    cache_read=4000,
+)
+
+
+def _assert_full(usage: Usage) -> None:
+    assert usage.input_tokens == 21
+    assert usage.output_tokens == 345
+    assert usage.cache_creation_input_tokens == 3000
+    assert usage.cache_creation_5m_tokens == 1000
+    assert usage.cache_creation_1h_tokens == 2000
+    assert usage.cache_read_input_tokens == 4000
+    assert usage.total_input_tokens == 21 + 3000 + 4000
+    assert usage.final is True
+    assert usage.estimated is False
+    assert usage.parse_error is None
+
+
+def _stream(**kwargs: Any) -> bytes:
+    return sse_bytes(message_events(model=MODEL, **kwargs))
+
+
+def test_sse_tap_reads_every_token_class_at_every_split_offset() -> None:
+    data = _stream(text="one two three four", thinking="hmm", usage=FULL, message_id="msg_01X")
+    for cut in range(len(data) + 1):
+        tap = SSEUsageTap()
+        tap.feed(data[:cut])
+        tap.feed(data[cut:])
+        tap.close()
+        _assert_full(tap.usage)
+        assert tap.usage.message_id == "msg_01X"
+        assert tap.usage.model == MODEL
+        assert tap.usage.stop_reason == "end_turn"
+
+
+def test_sse_tap_reads_usage_fed_one_byte_at_a_time_with_crlf_line_ends() -> None:
+    data = _stream(text="hi", usage=FULL).replace(b"\n", b"\r\n")
+    tap = SSEUsageTap()
+    for i in range(len(data)):
+        tap.feed(data[i : i + 1])
+    tap.close()
+    _assert_full(tap.usage)
+
+
+def test_json_tap_reads_every_token_class_at_every_split_offset() -> None:
+    body = json.dumps(message_json(model=MODEL, text="hello", usage=FULL)).encode()
+    for cut in range(0, len(body) + 1, 7):
+        tap = JSONUsageTap()
+        tap.feed(body[:cut])
+        tap.feed(body[cut:])
+        tap.close()
+        _assert_full(tap.usage)
+        assert tap.usage.stop_reason == "end_turn"
+
+
+def test_message_delta_usage_is_cumulative_so_the_last_one_wins() -> None:
+    start = message_events(model=MODEL, usage=DemoUsage(input_tokens=5))[0]
+    deltas = [
+        ("message_delta", {"type": "message_delta", "delta": {}, "usage": {"output_tokens": n}})
+        for n in (10, 30, 70)
+    ]
+    tap = SSEUsageTap()
+    tap.feed(sse_bytes([start, *deltas]))
+    tap.close()
+    assert tap.usage.output_tokens == 70
+    assert tap.usage.input_tokens == 5
+
+
+def test_message_start_output_placeholder_is_replaced_by_message_delta() -> None:
+    tap = SSEUsageTap()
+    events = message_events(model=MODEL, usage=DemoUsage(output_tokens=99))
+    tap.feed(sse_bytes(events[:1]))
+    assert tap.usage.output_tokens == 1  # the API's placeholder in message_start
+    assert tap.usage.final is False
+    tap.feed(sse_bytes(events[1:]))
+    tap.close()
+    assert tap.usage.output_tokens == 99
+    assert tap.usage.final is True
+
+
+def test_cache_creation_without_split_counts_as_five_minute_writes() -> None:
+    message = message_json(model=MODEL)
+    message["usage"] = {"input_tokens": 3, "output_tokens": 4, "cache_creation_input_tokens": 500}
+    tap = JSONUsageTap()
+    tap.feed(json.dumps(message).encode())
+    tap.close()
+    assert tap.usage.cache_creation_input_tokens == 500
+    assert tap.usage.cache_creation_5m_tokens == 500
+    assert tap.usage.cache_creation_1h_tokens == 0
+
+
+def test_stream_cut_before_message_delta_keeps_input_and_estimates_output() -> None:
+    events = message_events(model=MODEL, text="word " * 200, usage=FULL)
+    cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+    tap = SSEUsageTap()
+    tap.feed(sse_bytes(events[:cut]))
+    tap.close()
+    usage = tap.usage
+    assert usage.input_tokens == 21
+    assert usage.cache_creation_5m_tokens == 1000
+    assert usage.cache_creation_1h_tokens == 2000
+    assert usage.cache_read_input_tokens == 4000
+    assert usage.final is False
+    assert usage.estimated is True
+    # ~1000 characters of text is ~250 tokens; an estimate within 2x either way is the contract.
+    assert 125 <= usage.output_tokens <= 500
+
+
+def test_garbage_bytes_flag_parse_error_and_later_feeds_are_ignored() -> None:
+    tap = SSEUsageTap()
+    tap.feed(b"event: message_start\ndata: {not json\n\n")
+    assert tap.usage.parse_error is not None
+    tap.feed(_stream(usage=FULL))  # ignored: parsing stopped at the first failure
+    tap.close()
+    assert tap.usage.input_tokens == 0
+    assert tap.usage.final is False
+
+
+def test_non_utf8_garbage_never_raises_out_of_the_tap() -> None:
+    tap = SSEUsageTap()
+    tap.feed(b"\xff\xfe\x00garbage\n\nevent: message_delta\ndata: \xff\n\n")
+    tap.close()
+    assert tap.usage.parse_error is not None
+
+
+def test_in_band_error_event_is_recorded() -> None:
+    tap = SSEUsageTap()
+    start = message_events(model=MODEL)[0]
+    error = ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})
+    tap.feed(sse_bytes([start, error]))
+    tap.close()
+    assert tap.error == {"type": "overloaded_error", "message": "x"}
+
+
+@pytest.mark.parametrize("split", [1, 9, 50])
+def test_pending_is_true_only_inside_an_unfinished_event(split: int) -> None:
+    data = _stream(text="abc")
+    tap = SSEUsageTap()
+    first_event_end = data.index(b"\n\n") + 2
+    tap.feed(data[:first_event_end])
+    assert tap.pending is False
+    tap.feed(data[first_event_end : first_event_end + split])
+    assert tap.pending is True
+
+
+def test_json_tap_over_its_limit_flags_instead_of_buffering() -> None:
+    tap = JSONUsageTap(limit=100)
+    tap.feed(json.dumps(message_json(model=MODEL, text="x" * 500)).encode())
+    tap.close()
+    assert tap.usage.parse_error == "response larger than the tap's limit"
+    assert tap.usage.final is False
+
+
+def test_json_tap_invalid_json_flags_parse_error() -> None:
+    tap = JSONUsageTap()
+    tap.feed(b'{"usage": {"input_tokens": 1')
+    tap.close()
+    assert tap.usage.parse_error is not None
+    assert tap.usage.input_tokens == 0
