@@ -471,7 +471,9 @@ async def measure(run: Run, variant: Variant, case: str) -> Sample:
             proxy = await start_child(
                 variant.name, argv, cpu=run.proxy_cpu, logdir=run.tmp, children=run.children
             )
-            run.loops.setdefault(variant.name, proxy.ready_line.partition("(")[2].rstrip(")"))
+            # `llmgw serve` names no loop: it installs uvloop when importable, as we do.
+            loop = proxy.ready_line.partition("(")[2].rstrip(")") or run.loops["driver"]
+            run.loops.setdefault(variant.name, loop)
             base, pid = proxy.url, proxy.proc.pid
         target = Endpoint(session=run.session, base=base, variant=variant, pid=pid)
         # Short streams reuse connections at every concurrency; paced streams open theirs.

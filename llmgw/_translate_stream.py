@@ -99,6 +99,8 @@ class EventStreamToSSE:
                     break
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
             self._tap.usage.parse_error = f"{type(exc).__name__}: {exc}"
+            # The client gets an error event, not the rest of the stream (metering outcome).
+            self._tap.usage.upstream_error = "api_error"
             out.append(sse_error("api_error", "malformed event stream from the upstream"))
             self._ended = True
         return b"".join(out)
@@ -172,6 +174,8 @@ class SSEToEventStream:
                 out.append(encode_bedrock_chunk(data))
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
             self._tap.usage.parse_error = f"{type(exc).__name__}: {exc}"
+            # The client gets an exception frame, not the rest of the stream (metering outcome).
+            self._tap.usage.upstream_error = "api_error"
             out.append(encode_bedrock_exception("internalServerException", "malformed stream"))
             self._ended = True
         return b"".join(out)

@@ -46,7 +46,7 @@ from .providers import Provider, build_provider
 from .routes import Deployment, Route, RouteTable, RouteTableHolder
 from .routing.health import HealthBoard
 from .routing.policy import default_policy, route_policy
-from .routing.reload import RouteReloader
+from .routing.reload import RouteReloader, route_admin_routes
 from .storage import open_database
 from .typedefs import Middleware
 
@@ -180,6 +180,7 @@ def make_app(
     app[ROUTE_RELOADER] = RouteReloader(
         routes, lambda cfg: build_route_table(cfg, providers), config=config
     )
+    admin_api(app).add_routes(route_admin_routes)
     app.cleanup_ctx.append(client_session_ctx)
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator

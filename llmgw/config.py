@@ -157,8 +157,8 @@ class MeteringConfig:
     enabled: bool = True
     #: ``sql`` (the database at ``storage.url``) or ``memory`` (lost on restart).
     store: str = "sql"
-    #: Crash journal: ``auto`` (beside a SQLite file; ``llmgw-usage.journal`` for
-    #: PostgreSQL; none for in-memory databases), ``off``, or a file path.
+    #: Crash journal: ``auto`` (beside a SQLite file; none for PostgreSQL or in-memory
+    #: databases: set a per-instance path there), ``off``, or a file path.
     journal: str = "auto"
     queue_size: int = 10_000
     batch_size: int = 500

@@ -13,6 +13,10 @@ Contract:
 * A stream the upstream cuts ends with an in-band ``error`` event, or is left truncated if
   it was cut inside an event; a ``message_stop`` is never invented.
 * Whatever happens, ``ctx.usage`` and ``ctx.outcome`` are set before this returns.
+* Failover happens only before the client has a byte: a connect error, a timeout or a
+  retryable status (408/429/5xx/529) moves on to the next of ``ctx.candidates``, as the
+  attempt plan (``ctx.routing``) allows, with backoff on retries. When all fail, the last
+  upstream error response goes out unmodified. Every try is one ``ctx.attempts`` entry.
 """
 
 from __future__ import annotations

@@ -26,9 +26,10 @@ __all__ = (
     "usage_from_message",
 )
 
-# A content_block_delta event carries ~70 bytes of envelope around its text; the rest is
-# roughly 4 bytes a token. Only used to estimate output for streams cut before message_delta.
-_DELTA_OVERHEAD = 70
+# A text_delta content_block_delta event carries 80 bytes of JSON envelope around its
+# text; the rest is roughly 4 bytes a token. Only used to estimate output for streams cut
+# before message_delta.
+_DELTA_OVERHEAD = 80
 _BYTES_PER_TOKEN = 4
 # The SSE tap's fast path: the head of a canonical content_block_delta event, and the same
 # head preceded by the blank line that ends the event before it.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -161,12 +161,12 @@ async def test_postgres_dump_holds_digests_never_keys(tmp_path: Path) -> None:
     finally:
         await db.close()
     try:
-        dump = subprocess.run(
-            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-n", schema, "test"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        ).stdout
+        proc = await asyncio.create_subprocess_exec(
+            *("pg_dump", "-h", "127.0.0.1", "-U", "postgres", "-n", schema, "test"),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        dump, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
     finally:
         await drop_schema(schema)
     assert record.key_id.encode() in dump

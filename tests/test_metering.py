@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from llmgw.config import MeteringConfig, UpstreamConfig
 from llmgw.context import get_context
-from llmgw.demo import DemoUsage
+from llmgw.demo import DemoUsage, message_events, sse_bytes
 from llmgw.keys import USAGE_STORE, USAGE_WRITER
 from llmgw.metering import MemoryUsageStore, UsageRecord, UsageWriter
 from llmgw.middlewares.metering import metering_middleware
@@ -212,6 +212,45 @@ async def test_upstream_dropping_after_n_events_records_what_was_seen(
     # Events: message_start, content_block_start, ping, then text deltas.
     assert record.estimated is (after > 3)
     assert 1 <= record.output_tokens < 500
+
+
+def chunks_with_malformed_event(usage: DemoUsage, at: int) -> list[bytes]:
+    """One write per event, with an unparseable ``message_delta`` inserted before event ``at``."""
+    chunks = [sse_bytes([e]) for e in message_events(model=MODEL, text=LONG_TEXT, usage=usage)]
+    chunks.insert(at, b"event: message_delta\ndata: {not json\n\n")
+    return chunks
+
+
+async def test_tap_parse_error_on_a_clean_eof_is_complete_with_the_usage_flagged(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    usage = DemoUsage(input_tokens=55, output_tokens=400, cache_read=2000)
+    chunks = chunks_with_malformed_event(usage, 5)
+    fake_anthropic.queue(Reply(chunks=chunks))
+    client = await gateway()
+    resp = await client.post("/v1/messages", json=BODY | {"stream": True}, headers=HEADERS)
+    received = await resp.read()
+    assert received == b"".join(chunks)  # the client got every byte, message_stop included
+    assert received.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+    record = await one_record(client)
+    assert (record.outcome, record.status, record.error) == ("complete", 200, None)
+    assert record.parse_error is not None and record.parse_error.startswith("JSONDecodeError")
+    # What the tap read before it stopped: message_start's counts, not the final output.
+    assert (record.input_tokens, record.cache_read_tokens) == (55, 2000)
+    assert record.output_tokens < 400
+
+
+async def test_tap_parse_error_then_an_upstream_drop_is_upstream_dropped(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    usage = DemoUsage(input_tokens=55, output_tokens=400)
+    fake_anthropic.queue(Reply(chunks=chunks_with_malformed_event(usage, 5), drop_after=7))
+    client = await gateway()
+    resp = await client.post("/v1/messages", json=BODY | {"stream": True}, headers=HEADERS)
+    await resp.read()
+    record = await one_record(client)
+    assert record.outcome == "upstream_dropped"
+    assert record.parse_error is not None
 
 
 @pytest.mark.parametrize("after", [1, 5])

@@ -11,17 +11,19 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from llmgw.demo import DemoUsage
+from llmgw.demo import DemoUsage, message_events, sse_bytes
 from llmgw.keys import USAGE_STORE, USAGE_WRITER
 from llmgw.metering import UsageRecord
+from llmgw.wire import EventStreamDecoder
 from tests.bedrock_vertex_gateway import (
     Gateway,
+    anthropic_provider,
     bedrock_provider,
     route,
     start_gateway,
     vertex_provider,
 )
-from tests.fakes.anthropic import Reply
+from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.vertex import FakeVertex
 
@@ -119,7 +121,7 @@ async def test_bedrock_upstream_drop_records_what_was_seen(
     assert record.estimated is True
 
 
-async def test_bedrock_exception_mid_stream_is_not_complete(
+async def test_bedrock_exception_mid_stream_is_upstream_error(
     aiohttp_client: AiohttpClient, bedrock: FakeBedrock
 ) -> None:
     bedrock.queue(Reply(usage=USAGE, text=LONG_TEXT, error_after=3))
@@ -127,8 +129,27 @@ async def test_bedrock_exception_mid_stream_is_not_complete(
     resp = await gw.post(f"/model/{BEDROCK_MODEL}/invoke-with-response-stream", json=BEDROCK_BODY)
     await resp.read()
     record = await one_record(gw)
-    assert record.outcome in ("upstream_error", "upstream_dropped")
+    assert record.outcome == "upstream_error"
+    assert record.error is not None and "api_error" in record.error
     assert record.input_tokens == 40
+
+
+async def test_a_stream_the_gateway_cannot_translate_is_upstream_error_not_complete(
+    aiohttp_client: AiohttpClient, fake_anthropic: FakeAnthropic
+) -> None:
+    # The SSE -> event-stream translator ends a Bedrock client's stream with an exception
+    # frame at the malformed event: the client never gets the rest, unlike a pass-through.
+    chunks = [sse_bytes([e]) for e in message_events(model="claude-x", usage=USAGE)]
+    chunks.insert(2, b"event: message_delta\ndata: {not json\n\n")
+    fake_anthropic.queue(Reply(chunks=chunks))
+    gw = await start_gateway(aiohttp_client, {"anthropic": anthropic_provider(fake_anthropic)})
+    resp = await gw.post(f"/model/{BEDROCK_MODEL}/invoke-with-response-stream", json=BEDROCK_BODY)
+    frames = EventStreamDecoder().feed(await resp.read())
+    assert frames[-1].message_type == "exception"
+    record = await one_record(gw)
+    assert record.outcome == "upstream_error"
+    assert record.parse_error is not None
+    assert (record.input_tokens, record.cache_read_tokens) == (40, 3000)
 
 
 @pytest.mark.parametrize(("action", "stream"), [("rawPredict", False), ("streamRawPredict", True)])

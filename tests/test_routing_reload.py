@@ -151,3 +151,33 @@ async def test_sighup_reloads_routes_of_a_running_server(
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 20)
+
+
+async def test_admin_route_reload_through_the_mounted_admin_api(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old, new = FakeAnthropic(), FakeAnthropic()
+    for fake in (old, new):
+        await fake.start(aiohttp_server)
+    monkeypatch.setenv("LLMGW_ADMIN_KEY", "admin-secret-for-tests")
+    path = tmp_path / "gw.toml"
+    write_config(path, "old", str(old.url))
+    app = make_app(load_config(path))
+    app[ROUTE_RELOADER].path = path
+    client = await aiohttp_client(app)
+    write_config(path, "new", str(new.url))
+
+    refused = await client.post("/admin/routes/reload", headers={"x-api-key": "wrong"})
+    reloaded = await client.post(
+        "/admin/routes/reload", headers={"authorization": "Bearer admin-secret-for-tests"}
+    )
+    served = await client.post("/v1/messages", json=body(SONNET), headers=HEADERS)
+
+    assert refused.status == 401
+    assert reloaded.status == 200, await reloaded.text()
+    assert (await reloaded.json())["generation"] == 1
+    assert served.status == 200
+    assert (len(old.requests), len(new.requests)) == (0, 1)

@@ -17,20 +17,24 @@ from .counters import Counter, CounterKind, Reserved, StoreUnavailableError
 
 __all__ = ("RESERVE_LUA", "SETTLE_LUA", "RedisCounters")
 
-#: KEYS: one per counter. ARGV: now_ms, token, then per counter
-#: kind, limit, amount, bucket, oldest, ttl_ms. Returns {refused (1-based, 0 = none), used, first}.
+#: KEYS: one per counter. ARGV: now_ms, token, then one "kind,limit,amount,bucket,oldest,ttl_ms"
+#: per counter (one string each: packing and parsing dozens of arguments costs more on the
+#: client than the script does on the server). Returns "refused;used,...;first,..." with
+#: ``refused`` 1-based, 0 for none.
 RESERVE_LUA = """
 local now = tonumber(ARGV[1])
 local token = ARGV[2]
-local used, first = {}, {}
+local specs, used, first = {}, {}, {}
 local refused = 0
 for i = 1, #KEYS do
-  local a = 2 + (i - 1) * 6
-  local kind, limit, amount = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local f = {}
+  for v in string.gmatch(ARGV[2 + i], '[^,]+') do f[#f + 1] = v end
+  specs[i] = f
+  local kind, limit, amount = f[1], tonumber(f[2]), tonumber(f[3])
   local key = KEYS[i]
   local total, oldest = 0, -1
   if kind == 'w' then
-    local minb = tonumber(ARGV[a + 5])
+    local minb = tonumber(f[5])
     local fields = redis.call('HGETALL', key)
     for j = 1, #fields, 2 do
       local b = tonumber(fields[j])
@@ -53,28 +57,28 @@ for i = 1, #KEYS do
 end
 if refused == 0 then
   for i = 1, #KEYS do
-    local a = 2 + (i - 1) * 6
-    local kind, amount, ttl = ARGV[a + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 6])
-    if kind == 'w' then
-      redis.call('HINCRBY', KEYS[i], ARGV[a + 4], ARGV[a + 3])
+    local f = specs[i]
+    local ttl = tonumber(f[6])
+    if f[1] == 'w' then
+      redis.call('HINCRBY', KEYS[i], f[4], f[3])
     else
       redis.call('ZADD', KEYS[i], now + ttl, token)
     end
     redis.call('PEXPIRE', KEYS[i], ttl)
-    used[i] = used[i] + amount
+    used[i] = used[i] + tonumber(f[3])
   end
 end
-return {refused, used, first}
+return refused .. ';' .. table.concat(used, ',') .. ';' .. table.concat(first, ',')
 """
 
-#: KEYS: one per counter. ARGV: token, then per counter kind, bucket, delta.
+#: KEYS: one per counter. ARGV: token, then one "kind,bucket,delta" per counter.
 SETTLE_LUA = """
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 3
-  if ARGV[a + 1] == 'w' then
-    local delta = tonumber(ARGV[a + 3])
-    if delta ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
-      redis.call('HINCRBY', KEYS[i], ARGV[a + 2], ARGV[a + 3])
+  local f = {}
+  for v in string.gmatch(ARGV[1 + i], '[^,]+') do f[#f + 1] = v end
+  if f[1] == 'w' then
+    if tonumber(f[3]) ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+      redis.call('HINCRBY', KEYS[i], f[2], f[3])
     end
   else
     redis.call('ZREM', KEYS[i], ARGV[1])
@@ -117,15 +121,16 @@ class RedisCounters:
         self._settle = self._client.register_script(SETTLE_LUA)
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
-        args: list[str | int] = [int(now * 1000), token]
+        args = [str(int(now * 1000)), token]
         for c in counters:
             ttl_ms = max(int(c.ttl * 1000), 1)
-            args += [c.kind.value, c.limit, c.amount, c.bucket, c.oldest, ttl_ms]
-        refused, used, first = await self._call(self._reserve, [c.key for c in counters], args)
+            args.append(f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms}")
+        reply = await self._call(self._reserve, [c.key for c in counters], args)
+        refused, used, first = reply.decode().split(";")
         return Reserved(
-            refused=int(refused) - 1 if refused else None,
-            used=tuple(int(v) for v in used),
-            first=tuple(int(v) for v in first),
+            refused=int(refused) - 1 if refused != "0" else None,
+            used=tuple(int(v) for v in used.split(",")),
+            first=tuple(int(v) for v in first.split(",")),
         )
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
@@ -134,7 +139,7 @@ class RedisCounters:
             if c.kind is CounterKind.WINDOW and not delta:
                 continue
             keys.append(c.key)
-            args += [c.kind.value, str(c.bucket), str(delta)]
+            args.append(f"{c.kind.value},{c.bucket},{delta}")
         if keys:
             await self._call(self._settle, keys, args)
 

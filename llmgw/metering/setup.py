@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import GatewayConfig
+from ..errors import ConfigError
 from ..keys import DATABASE, USAGE_STORE, USAGE_WRITER
 from .journal import Journal, SpillFile
 from .store import MemoryUsageStore, SQLUsageStore
@@ -17,7 +18,8 @@ __all__ = ("build_usage_writer", "journal_path", "metering_ctx")
 
 
 def journal_path(config: GatewayConfig) -> Path | None:
-    """``metering.journal`` resolved: ``auto`` sits beside a SQLite file."""
+    """``metering.journal`` resolved: ``auto`` sits beside a SQLite file; with PostgreSQL it
+    is off unless a per-instance path is configured."""
     setting = config.metering.journal
     if setting == "off":
         return None
@@ -29,7 +31,9 @@ def journal_path(config: GatewayConfig) -> Path | None:
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://").removeprefix("/")
         return None if path in ("", ":memory:") else Path(path + ".usage-journal")
-    return Path("llmgw-usage.journal")
+    # PostgreSQL: instances share the database but each needs its own journal, and only
+    # the operator knows a per-instance path that outlives a restart.
+    return None
 
 
 def build_usage_writer(config: GatewayConfig) -> UsageWriter:
@@ -37,6 +41,10 @@ def build_usage_writer(config: GatewayConfig) -> UsageWriter:
     the journal replayed) when :func:`metering_ctx` runs."""
     cfg = config.metering
     path = journal_path(config)
+    if path is None and cfg.on_full == "spill":
+        raise ConfigError(
+            "metering.on_full: 'spill' needs a journal file; set metering.journal to a path"
+        )
     return UsageWriter(
         MemoryUsageStore() if cfg.store == "memory" else None,
         journal=Journal(path) if path is not None else None,

@@ -38,16 +38,22 @@ def request_cost(ctx: RequestContext, prices: PriceTable) -> int | None:
 def _settle_outcome(ctx: RequestContext, status: int | None, cancelled: bool) -> None:
     """Give every request an honest outcome and status before the record closes.
 
-    The relay calls a stream that reached EOF complete; for usage it is complete only if
-    the provider's final usage arrived. An in-band error event makes it ``upstream_error``;
-    an EOF with neither (a stream the upstream ended early) ``upstream_dropped``.
+    The relay calls a stream that reached a clean EOF complete; without the provider's
+    final usage it is, in this order:
+
+    * ``upstream_error`` when an error event went to the client (the provider's in-band
+      error, or one the gateway wrote for a stream it could not translate);
+    * still ``complete`` when the usage tap stopped parsing (``parse_error``): the client
+      got every byte up to the EOF, so only the accounting is in doubt, and the record
+      says so through ``parse_error`` (its tokens are what was read before);
+    * ``upstream_dropped`` otherwise: a stream the upstream ended early.
     """
     usage = ctx.usage
     if ctx.outcome is Outcome.COMPLETE and not usage.final:
         if usage.upstream_error is not None:
             ctx.outcome = Outcome.UPSTREAM_ERROR
             ctx.error = ctx.error or f"in-band error event mid-stream: {usage.upstream_error}"
-        elif ctx.stream and ctx.operation is Operation.MESSAGES:
+        elif usage.parse_error is None and ctx.stream and ctx.operation is Operation.MESSAGES:
             ctx.outcome = Outcome.UPSTREAM_DROPPED
             ctx.error = ctx.error or "stream ended before the provider's final usage"
     elif ctx.outcome is Outcome.IN_FLIGHT:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..admin.api import notify_admin_change
 from ..config import GatewayConfig, load_config
 from ..errors import ConfigError, InvalidRequestError, NotSupportedError
 from ..keys import ROUTE_RELOADER
 from ..log import relay_logger
 from ..routes import RouteTable, RouteTableHolder
 
-__all__ = ("RouteReloader", "reload_routes_handler")
+__all__ = ("RouteReloader", "reload_routes_handler", "route_admin_routes")
 
 BuildTable = Callable[[GatewayConfig], RouteTable]
 
@@ -76,7 +77,8 @@ class RouteReloader:
 async def reload_routes_handler(request: web.Request) -> web.Response:
     """``POST /admin/routes/reload``: reload and answer with the routed names.
 
-    Authorisation is the mount point's business (the admin API guards it).
+    Authorisation is the mount point's business (the admin API guards it). A successful
+    reload is an admin change (``routes.reload``), so the audit log records it.
     """
     reloader = request.config_dict.get(ROUTE_RELOADER)
     if reloader is None:
@@ -85,6 +87,12 @@ async def reload_routes_handler(request: web.Request) -> web.Response:
         table = await reloader.reload()
     except ConfigError as exc:
         raise InvalidRequestError(f"config not reloaded: {exc}") from None
+    await notify_admin_change(
+        request,
+        action="routes.reload",
+        target="routes",
+        details={"generation": reloader.holder.generation, "routes": len(table.routes)},
+    )
     body = {
         "generation": reloader.holder.generation,
         "routes": [
@@ -93,3 +101,8 @@ async def reload_routes_handler(request: web.Request) -> web.Response:
         ],
     }
     return web.json_response(body, dumps=lambda v: json.dumps(v, separators=(",", ":")))
+
+
+def route_admin_routes(router: web.UrlDispatcher) -> None:
+    """The routing admin table (``admin_api(app).add_routes(route_admin_routes)``)."""
+    router.add_post("/routes/reload", reload_routes_handler)
