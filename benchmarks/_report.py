@@ -1,25 +1,17 @@
-"""The metrics `relay.py` reports, their targets, and the one table of medians."""
+"""The metrics `relay.py` reports and the one table of medians, with the targets checked."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ("Metric", "Target", "metrics_for", "percentile", "render", "summarize")
+from _targets import Cell, Goal
+
+__all__ = ("Metric", "Roles", "Sample", "metrics_for", "percentile", "render", "summarize")
 
 #: One repeat of one variant: metric key → raw value.
 Sample = dict[str, float]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Target:
-    """What a gateway variant must reach; `check(value, naive)` (naive may be unknown)."""
-
-    text: str
-    check: Callable[[float, float | None], bool]
-    #: Judged against the naive proxy's value (not checked when naive did not run).
-    relative: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,35 +21,21 @@ class Metric:
     label: str
     unit: str
     digits: int = 1
-    #: Reported as variant - direct of the same repeat (the cost a proxy adds); the direct
-    #: row shows its absolute value for scale.
+    #: Reported as variant - baseline of the same repeat (the cost a proxy adds); the
+    #: baseline row shows its absolute value for scale.
     added: bool = False
-    target: Target | None = None
 
 
-def _at_least(fraction: float) -> Target:
-    return Target(
-        text=f">= {fraction:g}x naive",
-        check=lambda v, naive: naive is None or v >= fraction * naive,
-    )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Roles:
+    """Which rows one variant is compared with (`None`: not compared)."""
 
-
-def _at_most(fraction: float) -> Target:
-    return Target(
-        text=f"<= {fraction:g}x naive",
-        check=lambda v, naive: naive is None or v <= fraction * naive,
-    )
-
-
-def _within(ms: float) -> Target:
-    return Target(
-        text=f"<= naive + {ms:g} ms",
-        check=lambda v, naive: naive is None or v <= naive + ms,
-    )
-
-
-def _below(limit: float, unit: str) -> Target:
-    return Target(text=f"<= {limit:g} {unit}", check=lambda v, naive: v <= limit, relative=False)
+    #: Subtracted from added metrics, the `xdirect` column: `direct` (or `direct-bedrock`).
+    baseline: str | None = None
+    #: The `xnaive` column and relay targets: `naive` (or `naive-bedrock`).
+    reference: str | None = None
+    #: The `vs llmgw` column and feature targets: the bare `llmgw` row.
+    bare: str | None = None
 
 
 def metrics_for(cases: Iterable[str], concurrencies: Sequence[int]) -> list[Metric]:
@@ -68,12 +46,7 @@ def metrics_for(cases: Iterable[str], concurrencies: Sequence[int]) -> list[Metr
             for c in concurrencies:
                 out += [
                     Metric(
-                        case=case,
-                        key=f"short.c{c}.rps",
-                        label=f"c={c} req/s",
-                        unit="",
-                        digits=0,
-                        target=_at_least(0.9),
+                        case=case, key=f"short.c{c}.rps", label=f"c={c} req/s", unit="", digits=0
                     ),
                     Metric(
                         case=case,
@@ -82,7 +55,6 @@ def metrics_for(cases: Iterable[str], concurrencies: Sequence[int]) -> list[Metr
                         unit="ms",
                         digits=2,
                         added=True,
-                        target=_at_most(1.2),
                     ),
                     Metric(
                         case=case,
@@ -97,13 +69,7 @@ def metrics_for(cases: Iterable[str], concurrencies: Sequence[int]) -> list[Metr
         elif case == "large":
             for n, label in ((1, "1 stream"), (8, "8 streams")):
                 out += [
-                    Metric(
-                        case=case,
-                        key=f"large.x{n}.mbps",
-                        label=f"{label} MB/s",
-                        unit="",
-                        target=_at_least(0.9),
-                    ),
+                    Metric(case=case, key=f"large.x{n}.mbps", label=f"{label} MB/s", unit=""),
                     Metric(
                         case=case,
                         key=f"large.x{n}.eps",
@@ -124,22 +90,9 @@ def metrics_for(cases: Iterable[str], concurrencies: Sequence[int]) -> list[Metr
                     unit="ms",
                     digits=2,
                     added=True,
-                    target=_within(2.0),
                 ),
-                Metric(
-                    case=case,
-                    key="paced.ttfe_p99",
-                    label="time to first event p99",
-                    unit="ms",
-                    digits=1,
-                ),
-                Metric(
-                    case=case,
-                    key="paced.rss_kb",
-                    label="gateway RSS/open stream",
-                    unit="KB",
-                    target=_below(30, "KB"),
-                ),
+                Metric(case=case, key="paced.ttfe_p99", label="time to first event p99", unit="ms"),
+                Metric(case=case, key="paced.rss_kb", label="gateway RSS/open stream", unit="KB"),
                 Metric(
                     case=case, key="paced.cpu", label="gateway CPU/request", unit="ms", digits=2
                 ),
@@ -154,28 +107,70 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _paired(
+    mine: Sequence[Sample], other: Sequence[Sample], key: str, *, diff: bool
+) -> list[float]:
+    """Per repeat, mine - other (diff) or mine / other, where both measured `key`."""
+    out = []
+    for a, b in zip(mine, other, strict=False):
+        if key in a and key in b:
+            if diff:
+                out.append(a[key] - b[key])
+            elif b[key] > 0:
+                out.append(a[key] / b[key])
+    return out
+
+
 def summarize(
-    samples: Mapping[str, Sequence[Sample]], metrics: Sequence[Metric], *, baseline: str
-) -> dict[str, dict[str, float]]:
-    """Median over repeats per variant and metric; added metrics subtract the baseline first."""
-    out: dict[str, dict[str, float]] = {}
-    base = samples.get(baseline, ())
+    samples: Mapping[str, Sequence[Sample]],
+    metrics: Sequence[Metric],
+    roles: Mapping[str, Roles],
+) -> dict[str, dict[str, Cell]]:
+    """Median over repeats per variant and metric, and the comparisons of `roles`.
+
+    Differences and ratios are taken within a repeat, then the median of those: rows measured
+    in the same repeat share whatever the machine was doing then.
+    """
+    shown: dict[str, dict[str, tuple[float, float]]] = {}
     for variant, repeats in samples.items():
-        row: dict[str, float] = {}
+        role = roles.get(variant, Roles())
+        base = samples.get(role.baseline or "", ())
+        row: dict[str, tuple[float, float]] = {}
         for metric in metrics:
-            values = []
-            for i, sample in enumerate(repeats):
-                if metric.key not in sample:
-                    continue
-                value = sample[metric.key]
-                if metric.added and variant != baseline:
-                    if i >= len(base) or metric.key not in base[i]:
-                        continue
-                    value -= base[i][metric.key]
-                values.append(value)
-            if values:
-                row[metric.key] = statistics.median(values)
-        out[variant] = row
+            absolute = _median([s[metric.key] for s in repeats if metric.key in s])
+            if absolute is None:
+                continue
+            value: float | None = absolute
+            if metric.added and role.baseline is not None:
+                value = _median(_paired(repeats, base, metric.key, diff=True))
+            if value is not None:
+                row[metric.key] = (value, absolute)
+        shown[variant] = row
+    out: dict[str, dict[str, Cell]] = {}
+    for variant, row in shown.items():
+        role = roles.get(variant, Roles())
+        bare = samples.get(role.bare or "", ())
+        cells = {}
+        for metric in metrics:
+            if metric.key not in row:
+                continue
+            value, absolute = row[metric.key]
+            reference = shown.get(role.reference or "", {}).get(metric.key)
+            bare_row = shown.get(role.bare or "", {}).get(metric.key)
+            cells[metric.key] = Cell(
+                value=value,
+                absolute=absolute,
+                reference=reference[0] if reference else None,
+                bare_absolute=bare_row[1] if bare_row else None,
+                vs_bare=_median(_paired(samples[variant], bare, metric.key, diff=metric.added))
+                if role.bare is not None
+                else None,
+            )
+        out[variant] = cells
     return out
 
 
@@ -185,52 +180,65 @@ def _ratio(value: float, ref: float | None) -> str:
     return f"{value / ref:.2f}x"
 
 
+def _vs_bare(metric: Metric, cell: Cell) -> str:
+    if cell.vs_bare is None:
+        return ""
+    if metric.added:
+        return f"{cell.vs_bare:+.{max(metric.digits, 2)}f} {metric.unit}"
+    return f"{cell.vs_bare:.2f}x"
+
+
 def render(
-    medians: Mapping[str, Mapping[str, float]],
+    cells: Mapping[str, Mapping[str, Cell]],
     metrics: Sequence[Metric],
     *,
-    direct: str,
-    naive: str,
-    targeted: Callable[[str], bool],
+    roles: Mapping[str, Roles],
+    goals: Mapping[str, Sequence[Goal]],
+    measured: Mapping[str, float],
 ) -> tuple[str, list[str]]:
-    """The table, and a list of the targets missed (`variant: metric value vs target`)."""
+    """The table, and a list of the targets missed (`variant: metric = value (target)`)."""
     header = (
-        f"{'case':<6} {'metric':<27} {'variant':<18} {'value':>12}  "
-        f"{'xdirect':>8} {'xnaive':>7}  target"
+        f"{'case':<6} {'metric':<24} {'variant':<20} {'value':>12}  "
+        f"{'xdirect':>7} {'xnaive':>6} {'vs llmgw':>9}  target"
     )
     lines = [header, "-" * len(header)]
     missed: list[str] = []
     previous_case = ""
     for metric in metrics:
-        present = [v for v in medians if metric.key in medians[v]]
+        present = [v for v in cells if metric.key in cells[v]]
         if not present:
             continue
         if metric.case != previous_case and previous_case:
             lines.append("")
         first = True
         for variant in present:
-            value = medians[variant][metric.key]
-            direct_value = medians.get(direct, {}).get(metric.key)
-            naive_value = medians.get(naive, {}).get(metric.key)
-            x_direct = "" if metric.added or variant == direct else _ratio(value, direct_value)
-            x_naive = "" if variant in (direct, naive) else _ratio(value, naive_value)
-            verdict = ""
-            if metric.target is None or not targeted(variant):
-                pass
-            elif metric.target.relative and naive_value is None:
-                verdict = f"{metric.target.text}  (naive not run)"
-            else:
-                ok = metric.target.check(value, naive_value)
-                verdict = f"{metric.target.text}  {'ok' if ok else 'MISSED'}"
-                if not ok:
-                    missed.append(f"{variant}: {metric.case} {metric.label} = {value:.2f}")
-            shown = f"{value:,.{metric.digits}f} {metric.unit}".rstrip()
-            if metric.added and variant == direct:
-                shown = f"({value:,.{metric.digits}f} abs)"
+            cell = cells[variant][metric.key]
+            role = roles.get(variant, Roles())
+            base = cells.get(role.baseline or "", {}).get(metric.key)
+            x_direct = "" if metric.added or base is None else _ratio(cell.value, base.value)
+            x_naive = _ratio(cell.value, cell.reference)
+            verdicts = []
+            for goal in goals.get(variant, ()):
+                target = goal(metric.key, measured)
+                if target is None:
+                    continue
+                ok = target.check(cell)
+                verdicts.append(
+                    f"{target.text} " + {True: "ok", False: "MISSED", None: "(not compared)"}[ok]
+                )
+                if ok is False:
+                    missed.append(
+                        f"{variant}: {metric.case} {metric.label} = "
+                        f"{cell.value:.{metric.digits}f} {metric.unit} ({target.text})"
+                    )
+            shown = f"{cell.value:,.{metric.digits}f} {metric.unit}".rstrip()
+            if metric.added and role.baseline is None:
+                shown = f"({cell.value:,.{metric.digits}f} abs)"
             lines.append(
                 f"{metric.case if first and metric.case != previous_case else '':<6} "
-                f"{metric.label if first else '':<27} {variant:<18} {shown:>12}  "
-                f"{x_direct:>8} {x_naive:>7}  {verdict}".rstrip()
+                f"{metric.label if first else '':<24} {variant:<20} {shown:>12}  "
+                f"{x_direct:>7} {x_naive:>6} {_vs_bare(metric, cell):>9}  "
+                f"{'; '.join(verdicts)}".rstrip()
             )
             first = False
         previous_case = metric.case

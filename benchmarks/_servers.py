@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import importlib
 import importlib.metadata
+import json
 import signal
 import sys
 import time
@@ -36,9 +37,13 @@ if str(ROOT) not in sys.path:
 
 from parsers import anthropic_events  # noqa: E402
 
+from llmgw.config import ServerConfig  # noqa: E402
+from llmgw.wire.eventstream import encode_bedrock_chunk  # noqa: E402
 from llmgw.wire.sse import encode_event  # noqa: E402
 
 __all__ = (
+    "CASES",
+    "EVENTSTREAM_TYPE",
     "PAYLOADS",
     "T0_HEADER",
     "Payload",
@@ -53,6 +58,8 @@ __all__ = (
 #: CLOCK_MONOTONIC is system-wide, so the driver computes each event's lateness from it.
 T0_HEADER = "x-bench-t0"
 SSE_TYPE = "text/event-stream; charset=utf-8"
+EVENTSTREAM_TYPE = "application/vnd.amazon.eventstream"
+BEDROCK_METRICS = "amazon-bedrock-invocationMetrics"
 LARGE_WRITE = 64 * 1024
 
 
@@ -60,9 +67,13 @@ LARGE_WRITE = 64 * 1024
 class Payload:
     """One pre-built upstream answer: what is written, in which writes, how fast."""
 
+    #: The case (`short`, `large`, `paced`) and the wire format (`sse`, `bedrock`).
     name: str
+    flavor: str
     writes: tuple[bytes, ...]
     events: int
+    #: The Anthropic events (name, JSON) the writes carry, for checking a translated stream.
+    source: tuple[tuple[str, bytes], ...]
     #: Seconds between two writes (write i is due at t0 + i * interval); 0: as fast as possible.
     interval: float = 0.0
     content_type: str = SSE_TYPE
@@ -71,47 +82,93 @@ class Payload:
     size: int = 0
 
 
-def payload(name: str, writes: list[bytes], *, events: int, interval: float = 0.0) -> Payload:
+def payload(
+    name: str,
+    writes: list[bytes],
+    *,
+    source: list[tuple[str, bytes]],
+    flavor: str = "sse",
+    interval: float = 0.0,
+    content_type: str = SSE_TYPE,
+) -> Payload:
     return Payload(
         name=name,
+        flavor=flavor,
         writes=tuple(writes),
-        events=events,
+        events=len(source),
+        source=tuple(source),
         interval=interval,
+        content_type=content_type,
         sha256=hashlib.sha256(b"".join(writes)).digest(),
         size=sum(map(len, writes)),
     )
 
 
-def _sse_events(deltas: int) -> list[bytes]:
-    return [encode_event(name, body) for name, body in anthropic_events(deltas)]
+def _bedrock_frames(events: list[tuple[str, bytes]]) -> list[bytes]:
+    """The same events as Bedrock frames them: base64 in `{"bytes":...}`, a random-length
+    `"p"` padding on each (as Bedrock adds), and invocation metrics on `message_stop`."""
+    pad = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    frames = []
+    for i, (name, data) in enumerate(events):
+        if name == "message_stop":
+            body = json.loads(data)
+            body[BEDROCK_METRICS] = {
+                "inputTokenCount": 12,
+                "outputTokenCount": 25 * (len(events) - 5),
+                "invocationLatency": 1200,
+                "firstByteLatency": 300,
+            }
+            data = json.dumps(body, separators=(",", ":")).encode()
+        frames.append(encode_bedrock_chunk(data, padding=pad[: 1 + (i * 7) % len(pad)]))
+    return frames
 
 
-def _build_payloads() -> dict[str, Payload]:
-    short = _sse_events(20)
-    large = b"".join(_sse_events(20_000))
-    paced = _sse_events(45)  # + 5 envelope events = 50
-    return {
-        # One write: a short answer leaves a real upstream in one or two segments anyway.
-        "short": payload("short", [b"".join(short)], events=len(short)),
-        "large": payload(
-            "large",
-            [large[i : i + LARGE_WRITE] for i in range(0, len(large), LARGE_WRITE)],
-            events=20_005,
-        ),
-        "paced": payload("paced", paced, events=len(paced), interval=0.02),
+def _chunked(data: bytes) -> list[bytes]:
+    return [data[i : i + LARGE_WRITE] for i in range(0, len(data), LARGE_WRITE)]
+
+
+def _build_payloads() -> dict[str, dict[str, Payload]]:
+    sources = {
+        "short": anthropic_events(20),
+        "large": anthropic_events(20_000),
+        "paced": anthropic_events(45),  # + 5 envelope events = 50
     }
+    out: dict[str, dict[str, Payload]] = {"sse": {}, "bedrock": {}}
+    for flavor, encode, content_type in (
+        ("sse", lambda ev: [encode_event(n, d) for n, d in ev], SSE_TYPE),
+        ("bedrock", _bedrock_frames, EVENTSTREAM_TYPE),
+    ):
+        for case, events in sources.items():
+            writes = encode(events)
+            # One write for short: a short answer leaves a real upstream in one or two
+            # segments anyway; 64 KiB writes for large; one event per write for paced.
+            chunks = _chunked(b"".join(writes)) if case == "large" else writes
+            if case == "short":
+                chunks = [b"".join(writes)]
+            out[flavor][case] = payload(
+                case,
+                chunks,
+                source=events,
+                flavor=flavor,
+                interval=0.02 if case == "paced" else 0.0,
+                content_type=content_type,
+            )
+    return out
 
 
-#: Every answer the upstream can give, by case name (`?case=NAME`, or `bench-NAME` in the path
-#: for providers whose URL the gateway builds itself).
-PAYLOADS: dict[str, Payload] = _build_payloads()
+#: Every answer the upstream can give: `PAYLOADS[flavor][case]`. The flavor is `bedrock` for
+#: `POST /model/{id}/invoke-with-response-stream`, else `sse`; the case is `?case=NAME`, else
+#: `bench-NAME` in the path (for providers whose URL the gateway builds itself).
+PAYLOADS: dict[str, dict[str, Payload]] = _build_payloads()
+CASES = tuple(PAYLOADS["sse"])
 
 
 def _payload_for(request: web.Request) -> Payload | None:
+    flavor = "bedrock" if request.path.endswith("/invoke-with-response-stream") else "sse"
     name = request.query.get("case")
     if name is None:
-        name = next((n for n in PAYLOADS if f"bench-{n}" in request.path), "short")
-    return PAYLOADS.get(name)
+        name = next((n for n in CASES if f"bench-{n}" in request.path), "short")
+    return PAYLOADS[flavor].get(name)
 
 
 async def _upstream(request: web.Request) -> web.StreamResponse:
@@ -119,9 +176,11 @@ async def _upstream(request: web.Request) -> web.StreamResponse:
     answer = _payload_for(request)
     if answer is None:
         return web.json_response({"type": "error"}, status=404)
-    resp = web.StreamResponse(
-        headers={"content-type": answer.content_type, "cache-control": "no-cache"}
-    )
+    headers = {"content-type": answer.content_type, "cache-control": "no-cache"}
+    if answer.flavor == "bedrock":
+        headers["x-amzn-bedrock-content-type"] = "application/json"
+        headers["x-amzn-requestid"] = "00000000-0000-4000-8000-000000000000"
+    resp = web.StreamResponse(headers=headers)
     t0 = time.monotonic()
     resp.headers[T0_HEADER] = repr(t0)
     await resp.prepare(request)
@@ -182,7 +241,7 @@ def naive_app(upstream: str) -> web.Application:
     return app
 
 
-def _gateway_app(config_path: str, factory: str | None) -> web.Application:
+def _gateway_app(config_path: str, factory: str | None) -> tuple[web.Application, int]:
     from llmgw.app import make_app
     from llmgw.config import GatewayConfig, load_config
 
@@ -191,7 +250,7 @@ def _gateway_app(config_path: str, factory: str | None) -> web.Application:
     if factory is not None:
         module, _, name = factory.partition(":")
         build = getattr(importlib.import_module(module), name)
-    return build(config)
+    return build(config), config.server.backlog
 
 
 def loop_name() -> str:
@@ -233,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         backlog = 4096  # not under test: never let its accept queue shape a result
     elif args.role == "naive":
         app = naive_app(args.upstream.rstrip("/"))
-        backlog = 128  # aiohttp's default, as `llmgw serve` has
+        # The backlog `llmgw serve` listens with, so a burst of connects costs both the same.
+        backlog = ServerConfig().backlog
     else:
-        app = _gateway_app(args.config, args.factory)
-        backlog = 128
+        app, backlog = _gateway_app(args.config, args.factory)
     loop = loop_name()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(app, port=args.port, backlog=backlog, loop=loop))

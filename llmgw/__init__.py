@@ -1,5 +1,83 @@
-"""llmgw: composable aiohttp pieces for an LLM gateway."""
+"""llmgw: composable aiohttp pieces for an LLM gateway in front of Claude Code.
+
+The ready gateway is :func:`make_app`; every piece it wires is importable on its own:
+the relay handler, the format surfaces, the middlewares, the providers and the sans-IO
+codecs in :mod:`llmgw.wire`. Importing llmgw has no side effects and loads no optional
+extra (botocore, google-auth, redis, asyncpg, aiosqlite, PyJWT are imported where used).
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ("__version__",)
+from .app import make_app
+from .config import (
+    AuditConfig,
+    AuthConfig,
+    GatewayConfig,
+    LimitsConfig,
+    MeteringConfig,
+    ProviderConfig,
+    RouteConfig,
+    RoutingConfig,
+    ServerConfig,
+    StorageConfig,
+    UpstreamConfig,
+    load_config,
+    parse_config,
+)
+from .context import Identity, RequestContext, get_body, get_context
+from .errors import ConfigError, LlmgwError
+from .formats import add_anthropic_routes, add_bedrock_routes, add_vertex_routes
+from .middlewares import (
+    audit_middleware,
+    auth_middleware,
+    errors_middleware,
+    limits_middleware,
+    metering_middleware,
+    routing_middleware,
+)
+from .providers import AnthropicProvider, Provider, build_provider
+from .relay import relay
+from .routes import Deployment, Route, RouteTable
+from .usage import Outcome, Usage
+
+__all__ = (
+    "AnthropicProvider",
+    "AuditConfig",
+    "AuthConfig",
+    "ConfigError",
+    "Deployment",
+    "GatewayConfig",
+    "Identity",
+    "LimitsConfig",
+    "LlmgwError",
+    "MeteringConfig",
+    "Outcome",
+    "Provider",
+    "ProviderConfig",
+    "RequestContext",
+    "Route",
+    "RouteConfig",
+    "RouteTable",
+    "RoutingConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "UpstreamConfig",
+    "Usage",
+    "__version__",
+    "add_anthropic_routes",
+    "add_bedrock_routes",
+    "add_vertex_routes",
+    "audit_middleware",
+    "auth_middleware",
+    "build_provider",
+    "errors_middleware",
+    "get_body",
+    "get_context",
+    "limits_middleware",
+    "load_config",
+    "make_app",
+    "metering_middleware",
+    "parse_config",
+    "relay",
+    "routing_middleware",
+)

@@ -22,6 +22,8 @@ __all__ = (
     "VERTEX_VERSION",
     "convert_request",
     "dumps",
+    "encode_request",
+    "neutral_request",
     "unwrap_bedrock_count",
 )
 
@@ -65,9 +67,11 @@ def unwrap_bedrock_count(body: JSON) -> JSON:
     return inner
 
 
-def _neutral(
+def neutral_request(
     client: ApiFormat, operation: Operation, body: JSON, headers: CIMultiDict[str]
 ) -> tuple[JSON, list[str]]:
+    """The Anthropic body without ``model``/``stream``/version, and the betas from the header
+    and (Bedrock) the body, in order, once each."""
     if client is ApiFormat.BEDROCK and operation is Operation.COUNT_TOKENS:
         body = unwrap_bedrock_count(body)
     out = dict(body)
@@ -88,18 +92,18 @@ def _neutral(
 _NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata")
 
 
-def convert_request(
+def encode_request(
     *,
-    client: ApiFormat,
     provider: ApiFormat,
     operation: Operation,
     stream: bool,
     model: str,
-    body: JSON,
+    neutral: JSON,
+    betas: list[str],
     headers: CIMultiDict[str],
 ) -> tuple[bytes, CIMultiDict[str]]:
-    """The body bytes and headers for ``provider`` from a ``client``-format request."""
-    neutral, betas = _neutral(client, operation, body, headers)
+    """The body bytes and headers for ``provider`` from the neutral shape."""
+    neutral = dict(neutral)
     out_headers = CIMultiDict(headers)
     out_headers.popall("anthropic-beta", None)
     counting = operation is Operation.COUNT_TOKENS
@@ -133,3 +137,27 @@ def convert_request(
         encoded = base64.b64encode(dumps(out)).decode()
         return dumps({"input": {"invokeModel": {"body": encoded}}}), out_headers
     return dumps(out), out_headers
+
+
+def convert_request(
+    *,
+    client: ApiFormat,
+    provider: ApiFormat,
+    operation: Operation,
+    stream: bool,
+    model: str,
+    body: JSON,
+    headers: CIMultiDict[str],
+) -> tuple[bytes, CIMultiDict[str]]:
+    """The body bytes and headers for ``provider`` from a ``client``-format request, with
+    every beta and body field kept (no provider policy applied)."""
+    neutral, betas = neutral_request(client, operation, body, headers)
+    return encode_request(
+        provider=provider,
+        operation=operation,
+        stream=stream,
+        model=model,
+        neutral=neutral,
+        betas=betas,
+        headers=headers,
+    )

@@ -26,6 +26,7 @@ from .keys import (
     AUTHENTICATOR,
     CONFIG,
     DATABASE,
+    LIMIT_POLICIES,
     LIMITER,
     ROUTE_RELOADER,
     ROUTES,
@@ -33,7 +34,9 @@ from .keys import (
     SESSION,
     USAGE_WRITER,
 )
+from .limits.admin import limit_routes
 from .limits.setup import build_limiter, limits_ctx
+from .limits.source import CachedPolicies
 from .metering.report import usage_routes
 from .metering.setup import build_usage_writer, metering_ctx
 from .middlewares.auth import auth_middleware
@@ -164,7 +167,8 @@ def make_app(
         failure_threshold=config.routing.failure_threshold, ewma_alpha=config.routing.ewma_alpha
     )
     chain.append(routing_middleware(routes, config=config.routing, board=health))
-    limiter = build_limiter(config) if config.limits.enabled else None
+    policies = CachedPolicies(ttl=config.limits.policy_ttl) if config.limits.enabled else None
+    limiter = build_limiter(config, policies=policies) if config.limits.enabled else None
     if limiter is not None:
         chain.append(limits_middleware(limiter))
     if config.audit.enabled:
@@ -204,6 +208,11 @@ def make_app(
         admin_api(app).add_routes(usage_routes)
     if limiter is not None:
         app[LIMITER] = limiter
+        if policies is not None:
+            app[LIMIT_POLICIES] = policies
+            if database_ctx not in app.cleanup_ctx:
+                app.cleanup_ctx.append(database_ctx)
+            admin_api(app).add_routes(limit_routes)
         app.cleanup_ctx.append(limits_ctx)
         app.on_response_prepare.append(limits_response_headers)
     app.on_response_prepare.append(_stamp_request_id)

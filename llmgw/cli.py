@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import audit, check_config, keys, serve, usage
+from .commands import audit, check_config, keys, limits, serve, usage
 from .errors import ConfigError
 
 __all__ = ("main",)
 
 #: Each subcommand module contributes its parser; order is the order ``--help`` shows.
-_COMMANDS = (serve, check_config, audit, keys, usage)
+_COMMANDS = (serve, check_config, audit, keys, usage, limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

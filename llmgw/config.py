@@ -52,6 +52,9 @@ class ServerConfig:
     client_max_size: int = 32 * 1024 * 1024
     #: Extra path prefixes the Anthropic surface is also mounted under (``/anthropic``).
     anthropic_prefixes: tuple[str, ...] = ()
+    #: Listen backlog: a burst of new agent connections must not overflow the accept
+    #: queue (aiohttp's default of 128 makes some connects retry after a second).
+    backlog: int = 1024
     #: Where the Bedrock surface (``/model/{id}/invoke``...) is mounted; ``""`` is the root.
     bedrock_prefixes: tuple[str, ...] = ("", "/bedrock")
     #: Serve the Vertex surface (``.../projects/{p}/.../models/{m}:rawPredict``) under any
@@ -219,6 +222,12 @@ class JwtConfig:
     leeway: float = 30.0
     #: Least time between two JWKS fetches triggered by an unknown ``kid``.
     jwks_refresh_interval: float = 60.0
+    #: Bound on one JWKS fetch (connect + read): an unreachable identity provider costs a
+    #: request at most this long, and cached keys keep working meanwhile.
+    jwks_timeout: float = 5.0
+    #: Keys older than this are refetched on next use, so a key removed from the JWKS stops
+    #: verifying within about this long (a failed refetch keeps the cached keys).
+    jwks_max_age: float = 3600.0
     user_claim: str = "sub"
     team_claim: str | None = None
     project_claim: str | None = None
@@ -262,9 +271,12 @@ class AuditCaptureConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditConfig:
-    """The audit log (``llmgw.audit``): one hash-chained record per request and admin change."""
+    """The audit log (``llmgw.audit``): one hash-chained record per request and admin change.
 
-    enabled: bool = False
+    On by default (batched, into ``storage.url``): the ready gateway audits unless told not
+    to (``enabled = false``)."""
+
+    enabled: bool = True
     #: ``sync`` (start record before the upstream call) or ``batched`` (off the request path).
     mode: str = "batched"
     #: ``database`` (``url``, else ``storage.url``) or ``jsonl`` (``path``).
@@ -277,7 +289,8 @@ class AuditConfig:
     #: Batched mode: the most a crash can lose is this many seconds of records.
     flush_interval: float = 1.0
     max_batch: int = 1000
-    #: This instance's chain; ``None`` is the host name. Give every instance its own.
+    #: This instance's chain; ``None`` is ``host:port`` (``host:pid`` on port 0), so
+    #: instances sharing a database never share a chain. Give every instance its own.
     chain: str | None = None
     #: Environment variable holding the HMAC key that signs every record.
     hmac_key_env: str | None = None
@@ -310,6 +323,9 @@ class LimitsConfig:
     #: Body bytes per input token when bounding a reservation; 1 is a strict bound.
     input_bytes_per_token: float = 1.0
     defaults: Mapping[Tier, LimitSet] = field(default_factory=dict)
+    #: Seconds between checks for limit sets changed elsewhere (admin API of another
+    #: instance, ``llmgw limits``): the most a change takes to reach every instance.
+    policy_ttl: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,6 +386,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
             port=server.get_int("port", 8080),
             client_max_size=server.get_int("client_max_size", 32 * 1024 * 1024),
             anthropic_prefixes=server.str_tuple("anthropic_prefixes"),
+            backlog=server.get_int("backlog", 1024),
             bedrock_prefixes=(
                 server.str_tuple("bedrock_prefixes")
                 if "bedrock_prefixes" in server.data
@@ -418,6 +435,7 @@ def _limits(sec: _Section, present: bool) -> LimitsConfig:
         stream_lease=sec.get_float("stream_lease", d.stream_lease),
         input_bytes_per_token=sec.get_float("input_bytes_per_token", d.input_bytes_per_token),
         defaults=parse_limit_sets(sec.table("defaults"), sec.path("defaults")),
+        policy_ttl=sec.get_float("policy_ttl", d.policy_ttl),
     )
     if cfg.backend not in ("memory", "redis"):
         raise ConfigError(f"{sec.path('backend')}: expected 'memory' or 'redis'")
@@ -426,6 +444,8 @@ def _limits(sec: _Section, present: bool) -> LimitsConfig:
     for name in ("redis_timeout", "stream_lease", "input_bytes_per_token"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{sec.path(name)}: must be positive")
+    if cfg.policy_ttl < 0:
+        raise ConfigError(f"{sec.path('policy_ttl')}: must not be negative")
     sec.done()
     return cfg
 
@@ -593,11 +613,16 @@ def _auth(sec: _Section) -> AuthConfig:
             jwks_file=j.opt_str("jwks_file"),
             leeway=j.get_float("leeway", jd.leeway),
             jwks_refresh_interval=j.get_float("jwks_refresh_interval", jd.jwks_refresh_interval),
+            jwks_timeout=j.get_float("jwks_timeout", jd.jwks_timeout),
+            jwks_max_age=j.get_float("jwks_max_age", jd.jwks_max_age),
             user_claim=j.get_str("user_claim", jd.user_claim),
             team_claim=j.opt_str("team_claim"),
             project_claim=j.opt_str("project_claim"),
             models_claim=j.opt_str("models_claim"),
         )
+        for name in ("jwks_timeout", "jwks_max_age"):
+            if getattr(jwt, name) <= 0:
+                raise ConfigError(f"{j.path(name)}: must be > 0")
         for alg in jwt.algorithms:
             if alg not in JWT_ALGORITHMS:
                 raise ConfigError(f"{j.path('algorithms')}: unsupported algorithm {alg!r}")

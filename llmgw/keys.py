@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .config import GatewayConfig
     from .context import RequestContext
     from .limits.limiter import Limiter
+    from .limits.source import CachedPolicies
     from .metering.store import UsageStore
     from .metering.writer import UsageWriter
     from .routes import RouteTableHolder
@@ -35,6 +36,7 @@ __all__ = (
     "CONTEXT",
     "DATABASE",
     "LIMITER",
+    "LIMIT_POLICIES",
     "ROUTES",
     "ROUTE_RELOADER",
     "ROUTING_HEALTH",
@@ -73,3 +75,5 @@ USAGE_STORE: web.AppKey[UsageStore] = web.AppKey("llmgw.usage_store")
 USAGE_WRITER: web.AppKey[UsageWriter] = web.AppKey("llmgw.usage_writer")
 #: The rate-limit and budget limiter, when ``[limits]`` is enabled.
 LIMITER: web.AppKey[Limiter] = web.AppKey("llmgw.limiter")
+#: Per-key/user/team/project limit sets set through the admin API (the limiter's source).
+LIMIT_POLICIES: web.AppKey[CachedPolicies] = web.AppKey("llmgw.limit_policies")

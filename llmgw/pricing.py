@@ -107,6 +107,7 @@ BUNDLED_PRICES: Mapping[str, ModelPrice] = {
 
 _CLAUDE_ID = re.compile(r"claude-[a-z0-9-]+")
 _MICRO = Decimal(1)
+_FOUND_LIMIT = 4096
 
 
 def model_family(model: str) -> str:
@@ -126,7 +127,7 @@ class PriceTable:
     """Looks a model up by longest family prefix; unknown models cost nothing but are
     reported by :meth:`price` returning ``None`` so callers can flag them."""
 
-    __slots__ = ("_exact", "_prefixes", "_prices")
+    __slots__ = ("_exact", "_found", "_prefixes", "_prices")
 
     def __init__(self, overrides: Mapping[str, ModelPrice] | None = None) -> None:
         prices = dict(BUNDLED_PRICES)
@@ -135,13 +136,20 @@ class PriceTable:
         self._prefixes = sorted(prices, key=len, reverse=True)
         #: id(price) -> its prices as integers (see _scaled); filled on first use.
         self._exact: dict[int, tuple[int, ...] | None] = {}
+        #: model string -> price, so a request pays a dict lookup, not a regex and a scan.
+        self._found: dict[str, ModelPrice | None] = {}
 
     def price(self, model: str) -> ModelPrice | None:
+        try:
+            return self._found[model]
+        except KeyError:
+            pass
         family = model_family(model)
-        for prefix in self._prefixes:
-            if family.startswith(prefix):
-                return self._prices[prefix]
-        return None
+        found = next((self._prices[p] for p in self._prefixes if family.startswith(p)), None)
+        if len(self._found) >= _FOUND_LIMIT:  # model strings come from clients: stay bounded
+            self._found.clear()
+        self._found[model] = found
+        return found
 
     def cost_micros(self, model: str, usage: Usage) -> int:
         """Cost of ``usage`` on ``model`` in integer micro-dollars (0 for unknown models)."""
@@ -177,6 +185,7 @@ class PriceTable:
         table._prices = merged
         table._prefixes = sorted(merged, key=len, reverse=True)
         table._exact = {}
+        table._found = {}
         return table
 
 

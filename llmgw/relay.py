@@ -30,7 +30,9 @@ from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
+from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
 from .context import Attempt, RequestContext, get_context
 from .errors import (
@@ -68,24 +70,95 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _watch(request: web.Request, aw: Awaitable[_T], *, poll: float, limit: float) -> _T:
-    """Await ``aw`` but give up if the client leaves, or after ``limit`` seconds."""
-    task = asyncio.ensure_future(aw)
-    deadline = time.monotonic() + limit
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=min(poll, deadline - time.monotonic()))
-            if done:
-                return task.result()
-            if _client_gone(request):
-                raise _ClientGone
-            if time.monotonic() >= deadline:
-                raise TimeoutError
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+class _Watchdog:
+    """One timer per request that interrupts the relay's upstream waits when needed.
+
+    aiohttp only tells a handler that its client left on the next write, and a silent
+    upstream means no writes. Rather than a task per upstream call and a timeout per read
+    (both measurable per chunk), one ``call_later`` ticks every ``poll`` seconds and checks
+    the client's transport, the deadline (first byte, then idle gap) and when a ping is
+    due. When something is due *and* the relay is parked on an upstream await (``armed``),
+    it cancels the relay's task, exactly as ``asyncio.timeout`` does; the relay then asks
+    :meth:`interrupted` why. Upstream reads are cancellation-safe (unread bytes stay
+    buffered), and writes are never interrupted.
+    """
+
+    GONE = "client gone"
+    DEADLINE = "deadline"
+    PING = "ping"
+
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_poll",
+        "_request",
+        "_task",
+        "armed",
+        "deadline",
+        "ping_at",
+        "reason",
+    )
+
+    def __init__(self, request: web.Request, poll: float) -> None:
+        self._request = request
+        self._poll = poll
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.armed = False
+        #: ``time.monotonic()`` values: when to give up waiting, and when a ping is due.
+        self.deadline: float | None = None
+        self.ping_at: float | None = None
+        self.reason: str | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(poll, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        if self.armed and self.reason is None:
+            now = time.monotonic()
+            if _client_gone(self._request):
+                self.reason = self.GONE
+            elif self.deadline is not None and now >= self.deadline:
+                self.reason = self.DEADLINE
+            elif self.ping_at is not None and now >= self.ping_at:
+                self.reason = self.PING
+            if self.reason is not None:
+                self._task.cancel()
+                return  # re-armed by interrupted()
+        self._handle = self._loop.call_later(self._poll, self._tick)
+
+    def interrupted(self) -> str | None:
+        """Inside ``except CancelledError``: why this watchdog cancelled, or ``None`` when
+        the cancellation came from outside (then it must propagate)."""
+        reason, self.reason = self.reason, None
+        if reason is None or self._task.uncancel() > 0:
+            return None
+        self._handle = self._loop.call_later(self._poll, self._tick)
+        return reason
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    async def wait(self, aw: Awaitable[_T], *, limit: float | None = None) -> _T:
+        """Await an upstream operation; :class:`_ClientGone` if the client leaves,
+        ``TimeoutError`` after ``limit`` seconds."""
+        self.deadline = None if limit is None else time.monotonic() + limit
+        self.armed = True
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            reason = self.interrupted()
+            if reason is None:
+                raise
+            if reason is self.GONE:
+                raise _ClientGone from None
+            raise TimeoutError from None
+        finally:
+            self.armed = False
+            self.deadline = None
 
 
 def _payload(body: bytes) -> bytes | io.BytesIO:
@@ -95,7 +168,12 @@ def _payload(body: bytes) -> bytes | io.BytesIO:
 
 
 def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deployment]:
-    """The deployments to try, from routing if it ran, else the app's route table."""
+    """The deployments to try, from routing if it ran, else the app's route table.
+
+    Also the one place every format passes after it knows the model, so the identity's
+    model allow-list is enforced here for Bedrock and Vertex paths too.
+    """
+    ensure_model_allowed(ctx)
     if ctx.candidates:
         return ctx.candidates
     assert ctx.requested_model is not None
@@ -107,112 +185,140 @@ def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deploy
     return ctx.candidates
 
 
+class _TryNext(Exception):
+    """This deployment failed before the client saw a byte; the next one may serve."""
+
+    def __init__(self, failure: LlmgwError | web.Response) -> None:
+        super().__init__()
+        #: The gateway's own 502/504, or the upstream's error response to relay as it came.
+        self.failure = failure
+
+
 async def relay(request: web.Request) -> web.StreamResponse:
     """Send the request described by the context upstream and stream the answer back."""
     ctx = get_context(request)
-    session = request.config_dict[SESSION]
     candidates = resolve_candidates(request, ctx)
     plan = ctx.routing
     if plan is None:
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
     cfg = plan.upstream_config(request.config_dict[CONFIG].upstream)
-    timeout = aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout)
     headers = forward_request_headers(request.headers)
-    query = request.rel_url.raw_query_string
-    # The upstream error response to relay if every candidate fails, and who sent it;
-    # failing that, the gateway's own 502/504 for the last connect error or timeout.
-    last_error: tuple[web.Response, Deployment] | None = None
-    last_exc: LlmgwError | None = None
-    for deployment in candidates:
-        wait = plan.before(deployment)
-        if wait is None:
-            continue
-        if wait > 0:
-            try:
-                await _watch(
-                    request,
-                    asyncio.sleep(wait),
-                    poll=cfg.disconnect_poll_interval,
-                    limit=wait + 1.0,
-                )
-            except _ClientGone:
-                return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-        if not plan.acquire(deployment):
-            continue
-        try:
-            ctx.deployment = deployment
-            call = build_call(ctx, deployment, headers, query)
-            up_req = await deployment.provider.build(call)
-            attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
-            ctx.attempts.append(attempt)
-            t0 = time.monotonic()
-            try:
-                up = await _watch(
-                    request,
-                    session.request(
-                        up_req.method,
-                        up_req.url,
-                        headers=up_req.headers,
-                        data=_payload(up_req.body),
-                        allow_redirects=False,
-                        timeout=timeout,
-                    ),
-                    poll=cfg.disconnect_poll_interval,
-                    limit=cfg.first_byte_timeout,
-                )
-            except _ClientGone:
-                attempt.error = "client disconnected"
-                return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-            except asyncio.CancelledError:
-                # handler_cancellation=True: aiohttp cancels the handler when the client leaves.
-                attempt.error = "client disconnected"
-                _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-                raise
-            except TimeoutError:
-                attempt.error = "timeout waiting for the upstream's response"
-                plan.failed(deployment)
-                last_exc = GatewayTimeoutError("the upstream did not answer in time")
+    dog = _Watchdog(request, cfg.disconnect_poll_interval)
+    # An upstream's own error response outranks the gateway's 502/504: when every
+    # deployment fails, the client gets the last thing an upstream actually said.
+    failure: LlmgwError | web.Response | None = None
+    failed_on: Deployment | None = None
+    try:
+        for deployment in candidates:
+            wait = plan.before(deployment)
+            if wait is None:  # cooling down or over its cap, and others remain
                 continue
-            except (aiohttp.ClientError, OSError) as exc:
-                attempt.error = f"{type(exc).__name__}: {exc}"
-                relay_logger.warning("upstream %s unreachable: %s", deployment.name, attempt.error)
-                plan.failed(deployment)
-                last_exc = BadGatewayError("the upstream could not be reached")
+            if wait > 0:
+                try:
+                    await dog.wait(asyncio.sleep(wait))
+                except _ClientGone:
+                    return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+            if not plan.acquire(deployment):
                 continue
+            try:
+                return await _attempt(request, ctx, deployment, plan, cfg, dog, headers)
+            except _TryNext as exc:
+                # (LlmgwError is itself a web.Response, hence the explicit checks.)
+                upstream_said = not isinstance(exc.failure, LlmgwError)
+                if upstream_said or failure is None or isinstance(failure, LlmgwError):
+                    failure, failed_on = exc.failure, deployment
             finally:
-                attempt.duration = time.monotonic() - t0
-            attempt.status = up.status
-            if up.status in RETRYABLE_STATUSES:
-                plan.failed(deployment, parse_retry_after(up.headers))
-                last_error = (await _error_response(up, ctx), deployment)
-                attempt.error = ctx.error
-                continue
-            plan.succeeded(deployment, attempt.duration)
-            if up.status >= 400:
-                return await _error_response(up, ctx)
-            try:
-                response = await _stream(request, ctx, up, deployment, cfg)
-            finally:
-                if ctx.outcome is Outcome.COMPLETE:
-                    up.release()  # fully read: the connection goes back to the pool
-                else:
-                    up.close()  # cut short: closing is what tells the provider to stop
-            if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
-                plan.failed(deployment)
-            return response
-        finally:
-            plan.release(deployment)
-    if last_error is not None:
-        # Every candidate failed: the last upstream error goes out as it came (status,
-        # body, retry-after), so the client's own retry logic sees the real thing.
-        response, ctx.deployment = last_error
-        ctx.status = response.status
+                plan.release(deployment)
+    finally:
+        dog.close()
+    if failure is not None:
+        ctx.deployment = failed_on
+    return _every_deployment_failed(ctx, failure)
+
+
+async def _attempt(
+    request: web.Request,
+    ctx: RequestContext,
+    deployment: Deployment,
+    plan: AttemptPlan,
+    cfg: UpstreamConfig,
+    dog: _Watchdog,
+    headers: CIMultiDict[str],
+) -> web.StreamResponse:
+    """One try against one deployment; raises :class:`_TryNext` while failing over is
+    still possible (nothing sent to the client yet)."""
+    ctx.deployment = deployment
+    call = build_call(ctx, deployment, headers, request.rel_url.raw_query_string)
+    up_req = await deployment.provider.build(call)
+    attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
+    ctx.attempts.append(attempt)
+    t0 = time.monotonic()
+    try:
+        up = await dog.wait(
+            request.config_dict[SESSION].request(
+                up_req.method,
+                up_req.url,
+                headers=up_req.headers,
+                data=_payload(up_req.body),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout),
+            ),
+            limit=cfg.first_byte_timeout,
+        )
+    except _ClientGone:
+        attempt.error = "client disconnected"
+        return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+    except asyncio.CancelledError:
+        # handler_cancellation=True: aiohttp cancels the handler when the client leaves.
+        attempt.error = "client disconnected"
+        _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+        raise
+    except TimeoutError:
+        attempt.error = "timeout waiting for the upstream's response"
+        plan.failed(deployment)
+        raise _TryNext(GatewayTimeoutError("the upstream did not answer in time")) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        attempt.error = f"{type(exc).__name__}: {exc}"
+        relay_logger.warning("upstream %s unreachable: %s", deployment.name, attempt.error)
+        plan.failed(deployment)
+        raise _TryNext(BadGatewayError("the upstream could not be reached")) from None
+    finally:
+        attempt.duration = time.monotonic() - t0
+    attempt.status = up.status
+    if up.status in RETRYABLE_STATUSES:
+        plan.failed(deployment, parse_retry_after(up.headers))
+        error_response = await _error_response(up, ctx)
+        attempt.error = ctx.error
+        raise _TryNext(error_response)
+    plan.succeeded(deployment, attempt.duration)
+    if up.status >= 400:
+        return await _error_response(up, ctx)
+    try:
+        response = await _stream(request, ctx, up, deployment, cfg, dog)
+    finally:
+        if ctx.outcome is Outcome.COMPLETE:
+            up.release()  # fully read: the connection goes back to the pool
+        else:
+            up.close()  # cut short: closing is what tells the provider to stop
+    if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
+        plan.failed(deployment)
+    return response
+
+
+def _every_deployment_failed(
+    ctx: RequestContext, failure: LlmgwError | web.Response | None
+) -> web.Response:
+    """The answer once no candidate served: the last upstream error exactly as it came
+    (status, body, ``retry-after``) so the client's own retry logic sees the real thing;
+    else the gateway's own 502/504; else 529 when every deployment was at its cap."""
+    if isinstance(failure, LlmgwError):
+        outcome = Outcome.TIMEOUT if failure.status == 504 else Outcome.UPSTREAM_ERROR
+        _finish(ctx, outcome, failure.status, ctx.attempts[-1].error if ctx.attempts else None)
+        raise failure
+    if failure is not None:
+        ctx.status = failure.status
         ctx.outcome = Outcome.UPSTREAM_ERROR
-        return response
-    if last_exc is not None:
-        outcome = Outcome.TIMEOUT if last_exc.status == 504 else Outcome.UPSTREAM_ERROR
-        _finish(ctx, outcome, last_exc.status, ctx.attempts[-1].error)
-        raise last_exc
+        return failure
     _finish(ctx, Outcome.REFUSED, 529, "every deployment is at its concurrency cap")
     raise OverloadedError(
         f"model: {ctx.requested_model}: every deployment is busy or out; retry shortly"
@@ -254,6 +360,7 @@ async def _stream(
     up: aiohttp.ClientResponse,
     deployment: Deployment,
     cfg: UpstreamConfig,
+    dog: _Watchdog,
 ) -> web.StreamResponse:
     content_type = up.headers.get("content-type", "application/json")
     adapter = response_adapter(
@@ -277,7 +384,7 @@ async def _stream(
         _finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         return resp
     try:
-        outcome = await _pump(request, ctx, up, resp, adapter, cfg)
+        outcome = await _pump(ctx, up, resp, adapter, cfg, dog)
     except asyncio.CancelledError:
         # handler_cancellation=True: account what was seen, then let the cancellation unwind.
         adapter.close()
@@ -294,70 +401,87 @@ async def _stream(
 
 
 async def _pump(
-    request: web.Request,
     ctx: RequestContext,
     up: aiohttp.ClientResponse,
     resp: web.StreamResponse,
     adapter: ResponseAdapter,
     cfg: UpstreamConfig,
+    dog: _Watchdog,
 ) -> Outcome:
-    """Copy until EOF, a drop, a timeout or a gone client; returns how it ended."""
+    """Copy until EOF, a drop, a timeout or a gone client; returns how it ended.
+
+    Per chunk this is one read, the adapter and one write: the watchdog, not a timeout
+    per read, handles silence (idle limit, pings) and a client that left.
+    """
     content = up.content
-    poll = cfg.disconnect_poll_interval
+    idle = cfg.idle_timeout
     ping_every = adapter.ping_interval
-    last_data = last_write = time.monotonic()
-    while True:
-        # Reads and writes sit in separate try blocks: ClientConnectionResetError is both
-        # a ClientError and a ConnectionResetError, so *where* it came from tells the side.
-        try:
-            async with asyncio.timeout(poll):
+    now = time.monotonic()
+    dog.deadline = now + idle
+    dog.ping_at = None if ping_every is None else now + ping_every
+    try:
+        while True:
+            # Reads and writes sit in separate try blocks: ClientConnectionResetError is
+            # both a ClientError and a ConnectionResetError, so *where* it came from tells
+            # which side failed.
+            dog.armed = True
+            try:
                 chunk = await content.readany()
-        except TimeoutError:
-            now = time.monotonic()
-            if _client_gone(request):
-                adapter.close()
-                return Outcome.CLIENT_DISCONNECTED
-            if now - last_data >= cfg.idle_timeout:
-                ctx.error = f"upstream silent for {cfg.idle_timeout:g}s"
-                out = adapter.error("api_error", "upstream timed out")
-                return await _write_final(resp, out, Outcome.TIMEOUT)
-            if ping_every is not None and now - last_write >= ping_every:
+            except asyncio.CancelledError:
+                reason = dog.interrupted()
+                if reason is None:
+                    raise
+                if reason is dog.GONE:
+                    adapter.close()
+                    return Outcome.CLIENT_DISCONNECTED
+                if reason is dog.DEADLINE:
+                    ctx.error = f"upstream silent for {idle:g}s"
+                    out = adapter.error("api_error", "upstream timed out")
+                    return await _write_final(resp, out, Outcome.TIMEOUT)
                 try:
                     await resp.write(adapter.ping())
                 except ConnectionResetError:
                     adapter.close()
                     return Outcome.CLIENT_DISCONNECTED
-                last_write = now
-            continue
-        except (aiohttp.ClientError, OSError) as exc:
-            ctx.error = f"{type(exc).__name__}: {exc}"
-            relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
-            out = adapter.feed(_unread(content))
-            if out:
-                if ctx.ttfb is None:
-                    ctx.ttfb = time.monotonic() - ctx.started_mono
-                if await _write_final(resp, out, Outcome.COMPLETE) is Outcome.CLIENT_DISCONNECTED:
-                    adapter.close()
-                    return Outcome.CLIENT_DISCONNECTED
-                ctx.bytes_out += len(out)
-            out = adapter.error("api_error", "upstream connection lost mid-stream")
-            return await _write_final(resp, out, Outcome.UPSTREAM_DROPPED)
-        if not chunk:
-            out = adapter.close()
-            return await _write_final(resp, out, Outcome.COMPLETE)
-        last_data = time.monotonic()
-        out = adapter.feed(chunk)
-        if not out:
-            continue
-        if ctx.ttfb is None:
-            ctx.ttfb = last_data - ctx.started_mono
-        try:
-            await resp.write(out)
-        except ConnectionResetError:
-            adapter.close()
-            return Outcome.CLIENT_DISCONNECTED
-        ctx.bytes_out += len(out)
-        last_write = last_data
+                dog.ping_at = time.monotonic() + ping_every if ping_every is not None else None
+                continue
+            except (aiohttp.ClientError, OSError) as exc:
+                ctx.error = f"{type(exc).__name__}: {exc}"
+                relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
+                out = adapter.feed(_unread(content))
+                if out:
+                    if ctx.ttfb is None:
+                        ctx.ttfb = time.monotonic() - ctx.started_mono
+                    if await _write_final(resp, out, Outcome.COMPLETE) is (
+                        Outcome.CLIENT_DISCONNECTED
+                    ):
+                        adapter.close()
+                        return Outcome.CLIENT_DISCONNECTED
+                    ctx.bytes_out += len(out)
+                out = adapter.error("api_error", "upstream connection lost mid-stream")
+                return await _write_final(resp, out, Outcome.UPSTREAM_DROPPED)
+            finally:
+                dog.armed = False
+            if not chunk:
+                out = adapter.close()
+                return await _write_final(resp, out, Outcome.COMPLETE)
+            now = time.monotonic()
+            dog.deadline = now + idle
+            out = adapter.feed(chunk)
+            if not out:
+                continue
+            if ctx.ttfb is None:
+                ctx.ttfb = now - ctx.started_mono
+            try:
+                await resp.write(out)
+            except ConnectionResetError:
+                adapter.close()
+                return Outcome.CLIENT_DISCONNECTED
+            ctx.bytes_out += len(out)
+            if ping_every is not None:
+                dog.ping_at = now + ping_every
+    finally:
+        dog.deadline = dog.ping_at = None
 
 
 def _unread(content: aiohttp.StreamReader) -> bytes:

@@ -19,7 +19,7 @@ from typing import Protocol
 from multidict import CIMultiDict, MultiMapping
 
 from ._translate_errors import convert_error
-from ._translate_request import convert_request
+from ._translate_request import encode_request, neutral_request
 from ._translate_stream import (
     EVENTSTREAM,
     EventStreamModelRewrite,
@@ -30,6 +30,7 @@ from ._translate_stream import (
     rename_key,
     set_model,
 )
+from .betas import BetaPolicy
 from .context import RequestContext
 from .providers.base import UpstreamCall
 from .routes import Deployment
@@ -120,7 +121,12 @@ class PassThrough:
 def build_call(
     ctx: RequestContext, deployment: Deployment, headers: CIMultiDict[str], query: str
 ) -> UpstreamCall:
-    """The upstream call for ``deployment``, in its provider's format."""
+    """The upstream call for ``deployment``, in its provider's format.
+
+    Across formats the provider's ``beta_policy`` (a :class:`~llmgw.betas.BetaPolicy`
+    attribute, when it has one) decides which betas and beta-gated fields travel; what it
+    removed is recorded in ``ctx.extras["translate.dropped"]``.
+    """
     assert ctx.operation is not None and ctx.requested_model is not None
     assert ctx.client_format is not None
     provider = deployment.provider.format
@@ -128,13 +134,24 @@ def build_call(
     body = ctx.raw_body or b""
     if provider is not ctx.client_format:
         assert ctx.body is not None
-        body, headers = convert_request(
-            client=ctx.client_format,
+        neutral, betas = neutral_request(ctx.client_format, ctx.operation, ctx.body, headers)
+        policy = getattr(deployment.provider, "beta_policy", None)
+        if isinstance(policy, BetaPolicy):
+            filtered = policy.apply(neutral, betas)
+            neutral, betas = filtered.body, filtered.betas
+            if filtered.dropped_betas or filtered.dropped_fields:
+                ctx.extras["translate.dropped"] = {
+                    "provider": deployment.provider.name,
+                    "betas": list(filtered.dropped_betas),
+                    "fields": list(filtered.dropped_fields),
+                }
+        body, headers = encode_request(
             provider=provider,
             operation=ctx.operation,
             stream=ctx.stream,
             model=model,
-            body=ctx.body,
+            neutral=neutral,
+            betas=betas,
             headers=headers,
         )
         query = ""  # ?beta=true and friends mean nothing to another format

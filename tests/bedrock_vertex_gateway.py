@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from llmgw.app import make_app
+from llmgw.betas import BetaPolicy
 from llmgw.config import (
     DeploymentConfig,
     GatewayConfig,
@@ -41,23 +42,33 @@ __all__ = (
 Gateway = TestClient[web.Request, web.Application]
 
 
-def bedrock_provider(fake: FakeBedrock, *, bearer_token: str | None = None) -> BedrockProvider:
+def bedrock_provider(
+    fake: FakeBedrock, *, bearer_token: str | None = None, beta_policy: BetaPolicy | None = None
+) -> BedrockProvider:
     return BedrockProvider(
         name="bedrock",
         region=fake.region,
         base_url=str(fake.url),
         bearer_token=bearer_token,
         credentials=gateway_credentials(),
+        beta_policy=beta_policy,
     )
 
 
-def vertex_provider(fake: FakeVertex) -> VertexProvider:
+def vertex_provider(
+    fake: FakeVertex,
+    *,
+    beta_policy: BetaPolicy | None = None,
+    model_regions: Mapping[str, str] | None = None,
+) -> VertexProvider:
     return VertexProvider(
         name="vertex",
         project=fake.project,
         region=fake.region,
         base_url=str(fake.url),
         access_token=TEST_TOKEN,
+        beta_policy=beta_policy,
+        model_regions=model_regions,
     )
 
 

@@ -151,16 +151,28 @@ def _sandbox() -> Iterator[tuple[str, str]]:
         yield home, work
 
 
+def _write_settings(home: str, settings: Mapping[str, Any]) -> None:
+    os.mkdir(os.path.join(home, ".claude"))
+    with open(os.path.join(home, ".claude", "settings.json"), "w", encoding="utf-8") as f:
+        json.dump(dict(settings), f)
+
+
 async def run_claude(
     prompt: str,
     *,
     env: Mapping[str, str],
     sink: ProxySink,
     timeout: float = 90,  # noqa: ASYNC109 - on expiry the process group must be killed too
+    settings: Mapping[str, Any] | None = None,
 ) -> ClaudeResult:
-    """`claude -p PROMPT --output-format json` with only `env` on top of the sealed defaults."""
+    """`claude -p PROMPT --output-format json` with only `env` on top of the sealed defaults.
+
+    ``settings`` becomes the fresh HOME's ``~/.claude/settings.json`` (the user settings
+    file, where e.g. ``apiKeyHelper`` lives)."""
     binary = require_claude()
     with _sandbox() as (home, work):
+        if settings is not None:
+            _write_settings(home, settings)
         proc = await asyncio.create_subprocess_exec(
             str(binary),
             "-p",

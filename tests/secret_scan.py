@@ -6,6 +6,12 @@ How it works (a pytest plugin loaded by ``tests/conftest.py``):
   credentials, JWT signing secrets) with the session's :class:`SecretRegistry`, through the
   ``secret_registry`` fixture: ``secret_registry.add(value)``; files a test writes outside
   its ``tmp_path`` (a subprocess's captured output, say) are added with ``watch(path)``.
+* Secrets are also registered without the test asking: after each test's setup and call,
+  every environment variable the session did not start with (``monkeypatch.setenv`` in a
+  test or fixture) whose name says it holds a secret (``*KEY*``, ``*SECRET*``, ``*TOKEN*``,
+  ``*PASSWORD*``, ``*CREDENTIAL*``; not ``*_ID``, ``*_ENV``, ``*_URL``, paths...) is added.
+* A whole llmgw virtual key (``sk-llmgw-`` and 20+ key characters) in a log line is a leak
+  whether or not it was registered; the display form ``sk-llmgw-...abcd`` is not.
 * From the start of the session, every log record any logger emits is formatted and kept
   (the ``llmgw`` loggers are lowered to DEBUG so nothing of ours escapes the check).
 * At the end of the session every kept log line and every file under the session's base
@@ -16,24 +22,40 @@ How it works (a pytest plugin loaded by ``tests/conftest.py``):
 
 A test that deliberately writes a secret to a file (an input fixture) exempts that file
 with ``secret_registry.exempt(path)``.
+
+Output must go under the session's temp directory, where it is scanned: a database,
+journal or JSON Lines file created or changed in the root or invocation directory during
+the session (a gateway run with the default ``sqlite:///llmgw.db`` from the repository, say)
+fails the session too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import os
+import re
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-__all__ = ("SecretRegistry", "scan")
+from llmgw.auth.keys import KEY_PREFIX
+
+__all__ = ("SecretRegistry", "scan", "secret_env_values", "stray_files")
 
 _REGISTRY = pytest.StashKey["SecretRegistry"]()
 #: Shorter values are too likely to occur by chance (and are not realistic secrets).
 _MIN_LEN = 8
 #: Files larger than this are scanned in overlapping blocks.
 _BLOCK = 1 << 22
+_SECRET_ENV = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL", re.IGNORECASE)
+_NOT_SECRET_ENV = re.compile(
+    r"(?:_ID|_ENV|_URL|_PATH|_FILE|_DIR|_NAME|_REGION|_PREFIX|_HEADER)$", re.IGNORECASE
+)
+_VIRTUAL_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_\-]{20,}")
+#: Output files that belong under a tmp dir, never in the working tree.
+_OUTPUT_GLOBS = ("*.db", "*.db-wal", "*.db-shm", "*.db-journal", "*.journal", "*.jsonl")
 
 
 @dataclass(slots=True)
@@ -43,6 +65,11 @@ class SecretRegistry:
     watched: list[Path] = field(default_factory=list)
     exempt_paths: set[Path] = field(default_factory=set)
     log_lines: list[str] = field(default_factory=list)
+    #: The environment at session start (its values are not the tests' secrets).
+    base_env: dict[str, str] = field(default_factory=dict)
+    #: Output files in the working tree at session start: path → mtime.
+    tree_files: dict[Path, int] = field(default_factory=dict)
+    tree_dirs: list[Path] = field(default_factory=list)
 
     def add(self, *values: str) -> None:
         for value in values:
@@ -70,6 +97,38 @@ class _Keeper(logging.Handler):
             self.registry.log_lines.append(f"{record.name} <unformattable record>")
 
 
+def secret_env_values(env: dict[str, str], base: dict[str, str]) -> set[str]:
+    """Values of secret-named variables in ``env`` that ``base`` does not have."""
+    found = set()
+    for name, value in env.items():
+        if base.get(name) == value or len(value) < _MIN_LEN:
+            continue
+        if not _SECRET_ENV.search(name) or _NOT_SECRET_ENV.search(name):
+            continue
+        if value.startswith(("/", "./", "~")) or (os.sep in value and Path(value).exists()):
+            continue  # a path to a credentials file, not the secret itself
+        found.add(value)
+    return found
+
+
+def _tree_outputs(dirs: Iterable[Path]) -> dict[Path, int]:
+    found = {}
+    for d in dirs:
+        for pattern in _OUTPUT_GLOBS:
+            for path in d.glob(pattern):
+                try:
+                    found[path] = path.stat().st_mtime_ns
+                except OSError:
+                    continue
+    return found
+
+
+def stray_files(registry: SecretRegistry) -> list[Path]:
+    """Output files created or changed in the working tree since the session started."""
+    now = _tree_outputs(registry.tree_dirs)
+    return sorted(p for p, mtime in now.items() if registry.tree_files.get(p) != mtime)
+
+
 def _files(paths: Iterable[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_file():
@@ -94,15 +153,18 @@ def _contains(path: Path, needles: list[bytes]) -> list[int]:
 
 
 def scan(registry: SecretRegistry) -> list[str]:
-    """Where registered secrets were found (descriptions; the secrets are not repeated)."""
+    """Where registered secrets (or virtual keys, in logs) were found; the secrets
+    themselves are not repeated."""
     secrets = sorted(registry.secrets)
-    if not secrets:
-        return []
-    found = []
+    found: list[str] = []
     for lineno, line in enumerate(registry.log_lines):
-        for i, secret in enumerate(secrets):
-            if secret in line:
-                found.append(f"log record #{lineno} ({line.split(' ', 1)[0]}): secret #{i}")
+        where = f"log record #{lineno} ({line.split(' ', 1)[0]})"
+        hits = [i for i, secret in enumerate(secrets) if secret in line]
+        found.extend(f"{where}: secret #{i}" for i in hits)
+        if not hits and _VIRTUAL_KEY.search(line):
+            found.append(f"{where}: a whole llmgw virtual key")
+    if not secrets:
+        return found
     needles = [s.encode() for s in secrets]
     for path in _files([*registry.roots, *registry.watched]):
         if path.resolve() in registry.exempt_paths:
@@ -112,7 +174,9 @@ def scan(registry: SecretRegistry) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    registry = SecretRegistry()
+    registry = SecretRegistry(base_env=dict(os.environ))
+    registry.tree_dirs = sorted({config.rootpath.resolve(), config.invocation_params.dir.resolve()})
+    registry.tree_files = _tree_outputs(registry.tree_dirs)
     config.stash[_REGISTRY] = registry
     keeper = _Keeper(registry)
     logging.getLogger().addHandler(keeper)
@@ -131,12 +195,39 @@ def secret_registry(
     return registry
 
 
+def _register_env(config: pytest.Config) -> None:
+    registry = config.stash.get(_REGISTRY, None)
+    if registry is not None:
+        registry.secrets |= secret_env_values(dict(os.environ), registry.base_env)
+
+
+# Wrappers: after setup and after the call, before teardown undoes monkeypatch.setenv.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    finally:
+        _register_env(item.config)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    finally:
+        _register_env(item.config)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     registry = session.config.stash.get(_REGISTRY, None)
     if registry is None:
         return
     leaks = scan(registry)
+    leaks += [
+        f"file {p}: written into the working tree (tests must write under tmp_path)"
+        for p in stray_files(registry)
+    ]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if not leaks:
         if reporter is not None and registry.secrets:

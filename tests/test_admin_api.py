@@ -204,3 +204,36 @@ async def test_features_add_their_own_admin_routes(aiohttp_client: AiohttpClient
     resp = await client.post("/routes/reload", headers=ADMIN)
     assert await resp.json() == {"reloaded": 3}
     assert [(c.action, c.details) for c in seen] == [("routes.reload", {"routes": 3})]
+
+
+async def test_key_list_is_paginated_with_limit_and_after(
+    admin_client: tuple[GatewayClient, list[AdminChange]], secret_registry: SecretRegistry
+) -> None:
+    client, _ = admin_client
+    ids = []
+    for i in range(5):
+        resp = await client.post("/admin/keys", headers=ADMIN, json={"name": f"k{i}"})
+        body = await resp.json()
+        secret_registry.add(body["secret"])
+        ids.append(body["key"]["id"])
+    everything = await (await client.get("/admin/keys", headers=ADMIN)).json()
+    assert everything["has_more"] is False and len(everything["data"]) == 5
+    assert {k["id"] for k in everything["data"]} == set(ids)
+    ids = [k["id"] for k in everything["data"]]  # (created_at, id) order
+    first = await (await client.get("/admin/keys?limit=2", headers=ADMIN)).json()
+    assert [k["id"] for k in first["data"]] == ids[:2]
+    assert (first["has_more"], first["first_id"], first["last_id"]) == (True, ids[0], ids[1])
+    rest = await (
+        await client.get(f"/admin/keys?limit=3&after={first['last_id']}", headers=ADMIN)
+    ).json()
+    assert [k["id"] for k in rest["data"]] == ids[2:] and rest["has_more"] is False
+
+    for query, message in (
+        ("limit=0", "limit: must be between 1 and 1000"),
+        ("limit=1001", "limit: must be between 1 and 1000"),
+        ("limit=ten", "limit: expected an integer"),
+        ("after=key_nope", "after: no key with id 'key_nope'"),
+    ):
+        resp = await client.get(f"/admin/keys?{query}", headers=ADMIN)
+        assert resp.status == 400
+        assert (await resp.json())["error"]["message"] == message

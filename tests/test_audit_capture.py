@@ -64,6 +64,16 @@ def test_redactor_masks_secrets_by_shape_by_name_and_literally() -> None:
     assert json.loads(out)["max_tokens"] == 100 and out.count(MASK) == 6
 
 
+def test_a_string_seen_clean_is_still_masked_where_it_is_a_presented_credential() -> None:
+    base = Redactor()
+    opaque = "opaque-client-credential-77"
+    assert base.text(opaque) == opaque  # no known shape: clean for the shared redactor
+    assert base.with_literals([opaque]).text(f"ua {opaque}") == f"ua {MASK}"
+    assert base.with_literals([opaque]).text(opaque) == MASK
+    assert base.text(f"x {ANTHROPIC_SHAPED}") == f"x {MASK}"  # and shapes every time
+    assert base.text(f"x {ANTHROPIC_SHAPED}") == f"x {MASK}"
+
+
 def test_redactor_masks_secret_query_parameters_only() -> None:
     red = Redactor()
     assert red.query("beta=true&key=abc123&x-amz-signature=ff&limit=5") == (

@@ -153,3 +153,49 @@ async def test_sigkill_in_batched_mode_keeps_everything_older_than_the_flush_int
     assert [r["request_id"] for r in records] == ids
     assert all(r["kind"] == "request" for r in records)
     assert report.ok and report.incomplete == []
+
+
+async def test_serve_without_a_config_audits_into_its_database_and_verifies(
+    tmp_path: Path,
+) -> None:
+    """The ready gateway audits by default: batched, into ``storage.url`` (``llmgw.db``
+    in the working directory, here a tmp dir), flushed when the process stops."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    with (tmp_path / "gateway.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "llmgw", "serve", "--port", "0"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while not line.startswith("llmgw listening on "):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, (tmp_path / "gateway.log").read_text()
+        url = line.split()[-1]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/v1/messages", json=BODY) as resp,
+        ):
+            assert resp.status == 200
+            await resp.read()
+            request_id = resp.headers["x-llmgw-request-id"]
+    finally:
+        proc.terminate()
+        assert await proc.wait() == 0
+    records, report = await stored(f"sqlite:///{tmp_path / 'llmgw.db'}")
+    assert [(r["kind"], r["request_id"], r["status"]) for r in records] == [
+        ("request", request_id, 200)
+    ]
+    assert report.ok
+    verify_proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "llmgw", "audit", "verify"),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    out, _ = await verify_proc.communicate()
+    assert verify_proc.returncode == 0
+    assert out.decode().endswith("ok: 1 records in 1 chain(s)\n")

@@ -334,3 +334,36 @@ async def test_sdk_authenticates_through_both_headers_and_nothing_leaks(
         assert new.secret.encode() not in data, name
         assert new.secret[len("sk-llmgw-") :].encode() not in data, name
     assert record.key_id.encode() in dump["gw.db"]  # the dump is a real one
+
+
+async def test_allow_list_applies_to_models_named_in_bedrock_and_vertex_paths(
+    gateway: GatewayFactory,
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    secret_registry: SecretRegistry,
+) -> None:
+    key = "static-path-key-0123456789abcdef"
+    secret_registry.add(key)
+    monkeypatch.setenv("PATH_KEY", key)
+    auth = AuthConfig(
+        enabled=True,
+        store=False,
+        static_keys=(
+            StaticKeyConfig(id="p", key_env="PATH_KEY", allowed_models=("claude-haiku-*",)),
+        ),
+    )
+    client = await gateway(gateway_config(str(fake_anthropic.url), auth=auth))
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": []}
+    vertex = "/v1/projects/p/locations/us-east5/publishers/anthropic/models/{}:rawPredict"
+    headers = {"x-api-key": key}
+    denied = [
+        await client.post("/model/claude-opus-4-8/invoke", json=body, headers=headers),
+        await client.post(vertex.format("claude-opus-4-8"), json=body, headers=headers),
+    ]
+    for resp in denied:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["type"] == "invalid_request_error"
+    assert fake_anthropic.requests == []  # refused before any upstream call
+    allowed = await client.post("/model/claude-haiku-4-5/invoke", json=body, headers=headers)
+    assert allowed.status == 200, await allowed.text()
+    assert len(fake_anthropic.requests) == 1

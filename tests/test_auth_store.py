@@ -173,3 +173,30 @@ async def test_postgres_dump_holds_digests_never_keys(tmp_path: Path) -> None:
     assert HASHER.digest(new.secret).encode() in dump
     assert new.secret.encode() not in dump
     assert new.secret[len("sk-llmgw-") :].encode() not in dump
+
+
+async def test_pages_walk_every_key_once_in_creation_order(store: KeyStore) -> None:
+    clock = iter(float(t) for t in (100, 100, 100, 101, 102, 103))  # ties on created_at
+    manager = KeyManager(store, HASHER, clock=lambda: next(clock))
+    made = [(await manager.create(KeySpec(name=f"k{i}")))[0] for i in range(5)]
+    expected = [r.key_id for r in sorted(made, key=lambda r: (r.created_at, r.key_id))]
+    await manager.revoke(expected[1])  # the last clock read
+
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page, more = await manager.page(limit=2, after=after, include_revoked=True)
+        seen += [r.key_id for r in page]
+        if not more:
+            break
+        after = page[-1].key_id
+    assert seen == expected
+
+    active, more = await manager.page(limit=10, after=expected[0])
+    assert [r.key_id for r in active] == expected[2:] and not more
+    # A revoked key is still a valid cursor: the next page of active keys follows it.
+    active, _ = await manager.page(limit=1, after=expected[1])
+    assert [r.key_id for r in active] == expected[2:3]
+    with pytest.raises(InvalidRequestError) as refused:
+        await manager.page(limit=2, after="key_missing")
+    assert refused.value.message == "after: no key with id 'key_missing'"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from llmgw.betas import BetaPolicy
 from llmgw.context import RequestContext
 from llmgw.demo import DemoUsage
 from llmgw.providers import Provider
@@ -155,4 +156,83 @@ async def test_cli_anthropic_mode_routed_to_other_formats(
     history = fake.requests[1].json()["messages"]
     assistant = next(m for m in history if m["role"] == "assistant")
     assert assistant["content"][0]["type"] == "thinking"
+    assert sink.hits == []
+
+
+# -- beta policy: Claude Code's first-party betas against providers that refuse them ----------
+
+
+def _sent_betas(fake: FakeBedrock | FakeVertex, index: int) -> list[str]:
+    recorded = fake.requests[index]
+    if isinstance(fake, FakeBedrock):
+        betas = recorded.json().get("anthropic_beta", [])
+        assert isinstance(betas, list)
+        return betas
+    header = recorded.headers.get("anthropic-beta", "")
+    return [b for b in header.split(",") if b]
+
+
+@pytest.mark.parametrize("upstream", ["bedrock", "vertex"])
+async def test_cli_anthropic_mode_completes_against_a_strict_provider(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sink: ProxySink, upstream: str
+) -> None:
+    read = Reply(thinking="Read first.", text="Reading.", tool_use=READ, usage=USAGE)
+    done = Reply(text="The file does not exist.", usage=USAGE)
+    fake: FakeBedrock | FakeVertex
+    if upstream == "bedrock":
+        fake = FakeBedrock(read, done, strict=True)
+        await fake.start(aiohttp_server)
+        providers: dict[str, Provider] = {"bedrock": bedrock_provider(fake)}
+    else:
+        fake = FakeVertex(read, done, strict=True)
+        await fake.start(aiohttp_server)
+        providers = {"vertex": vertex_provider(fake)}
+    contexts: list[RequestContext] = []
+    gw = await start_gateway(aiohttp_client, providers, contexts=contexts)
+
+    result = await run_claude(
+        "read the file",
+        env={"ANTHROPIC_BASE_URL": str(gw.make_url("")), "ANTHROPIC_AUTH_TOKEN": "tok-test"},
+        sink=sink,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.json is not None and result.json["result"] == "The file does not exist."
+    assert fake.rejections == []
+    assert len(fake.requests) == 2
+    calls = _messages(contexts)
+    dropped = calls[0].extras["translate.dropped"]
+    # The first-party-only betas went nowhere; the ones the provider knows did.
+    assert "mid-conversation-system-2026-04-07" in dropped["betas"]
+    assert "prompt-caching-scope-2026-01-05" in dropped["betas"]
+    sent = _sent_betas(fake, 0)
+    assert "interleaved-thinking-2025-05-14" in sent
+    assert not set(sent) & set(dropped["betas"])
+    first = fake.requests[0].json()
+    roles = [m["role"] for m in first["messages"]]
+    assert "system" not in roles
+    # The agent list Claude Code sent as a system message now ends the user turn it followed.
+    last_block = first["messages"][0]["content"][-1]
+    assert last_block["text"].startswith("<system-reminder>\nAvailable agent types")
+    assert sink.hits == []
+
+
+async def test_cli_anthropic_mode_with_passthrough_gets_bedrocks_400_verbatim(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, sink: ProxySink
+) -> None:
+    fake = FakeBedrock(strict=True)
+    await fake.start(aiohttp_server)
+    provider = bedrock_provider(fake, beta_policy=BetaPolicy.passthrough())
+    gw = await start_gateway(aiohttp_client, {"bedrock": provider})
+
+    result = await run_claude(
+        "say hi",
+        env={"ANTHROPIC_BASE_URL": str(gw.make_url("")), "ANTHROPIC_AUTH_TOKEN": "tok-test"},
+        sink=sink,
+    )
+
+    assert result.returncode != 0
+    assert fake.rejections == ["invalid beta flag"]  # a 400: no retry
+    assert result.json is not None and result.json["is_error"] is True
+    assert "invalid beta flag" in result.json["result"]
     assert sink.hits == []

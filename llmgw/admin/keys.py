@@ -12,8 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from ..auth.manage import UPDATABLE_FIELDS, KeyManager, KeySpec
-from ..errors import InvalidRequestError, NotSupportedError
+from ..errors import ConfigError, InvalidRequestError, NotSupportedError
 from ..keys import AUTHENTICATOR
+from ..limits.policy import parse_limit_set
 from .api import notify_admin_change
 from .validate import opt_number, opt_object, opt_str, opt_str_list, read_json, reject_unknown
 
@@ -22,6 +23,8 @@ __all__ = ("key_routes",)
 _CREATE_FIELDS = (*UPDATABLE_FIELDS, "expires_in")
 _NO_STORE = {"Cache-Control": "no-store"}
 DEFAULT_GRACE = 3600.0
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 
 
 def _manager(request: web.Request) -> KeyManager:
@@ -44,6 +47,11 @@ def _fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     for name in ("limits", "metadata"):
         if name in body:
             out[name] = opt_object(body, name) or {}
+    if out.get("limits"):
+        try:  # the limiter ignores a key's limits it cannot read: refuse them here
+            parse_limit_set(out["limits"], "limits")
+        except ConfigError as exc:
+            raise InvalidRequestError(str(exc)) from None
     if "expires_at" in body:
         out["expires_at"] = opt_number(body, "expires_at", minimum=0)
     if body.get("expires_in") is not None:
@@ -71,9 +79,27 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    include = request.query.get("include_revoked", "false").lower() in ("1", "true", "yes")
-    records = await _manager(request).list(include_revoked=include)
-    return web.json_response({"data": [r.public() for r in records]})
+    """One page: ``?limit=`` (default 100, at most 1000) and ``?after=<key id>`` (the
+    previous page's ``last_id``); the shape of the Anthropic API's list endpoints."""
+    query = request.query
+    include = query.get("include_revoked", "false").lower() in ("1", "true", "yes")
+    try:
+        limit = int(query.get("limit", str(DEFAULT_PAGE)))
+    except ValueError:
+        raise InvalidRequestError("limit: expected an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError(f"limit: must be between 1 and {MAX_PAGE}")
+    records, more = await _manager(request).page(
+        limit=limit, after=query.get("after") or None, include_revoked=include
+    )
+    return web.json_response(
+        {
+            "data": [r.public() for r in records],
+            "has_more": more,
+            "first_id": records[0].key_id if records else None,
+            "last_id": records[-1].key_id if records else None,
+        }
+    )
 
 
 async def show_key(request: web.Request) -> web.Response:

@@ -42,8 +42,11 @@ def canonical(value: Any) -> str:
 
 
 def record_hash(chain: str, seq: int, prev_hash: str, record: JSON) -> str:
-    head = f"{chain}\n{seq}\n{prev_hash}\n".encode()
-    return hashlib.sha256(head + canonical(record).encode()).hexdigest()
+    return _hash_text(chain, seq, prev_hash, canonical(record))
+
+
+def _hash_text(chain: str, seq: int, prev_hash: str, text: str) -> str:
+    return hashlib.sha256(f"{chain}\n{seq}\n{prev_hash}\n{text}".encode()).hexdigest()
 
 
 def _sign(key: bytes, digest: str) -> str:
@@ -60,6 +63,8 @@ class SealedRecord:
     hash: str
     sig: str | None
     record: JSON
+    #: ``canonical(record)`` when known (sealing computed it), so a sink need not redo it.
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def envelope(self) -> JSON:
         """The stored/exported shape (one JSON Lines line)."""
@@ -110,7 +115,8 @@ class Chain:
 
     def seal(self, record: JSON) -> SealedRecord:
         seq = self.seq + 1
-        digest = record_hash(self.name, seq, self.hash, record)
+        text = canonical(record)
+        digest = _hash_text(self.name, seq, self.hash, text)
         sealed = SealedRecord(
             chain=self.name,
             seq=seq,
@@ -118,6 +124,7 @@ class Chain:
             hash=digest,
             sig=_sign(self._key, digest) if self._key is not None else None,
             record=record,
+            text=text,
         )
         self.seq, self.hash = seq, digest
         return sealed
@@ -126,6 +133,11 @@ class Chain:
         """Undo :meth:`seal` of the last record (its write failed)."""
         assert sealed.seq == self.seq and sealed.chain == self.name
         self.seq, self.hash = sealed.seq - 1, sealed.prev_hash
+
+    def reset(self, seq: int, head: str) -> None:
+        """Go back to an earlier head (a group of records whose write failed)."""
+        assert seq <= self.seq
+        self.seq, self.hash = seq, head
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

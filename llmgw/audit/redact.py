@@ -52,12 +52,17 @@ NAMED_PATTERNS = {
 
 #: Literals shorter than this are not redacted literally (too likely to hit ordinary text).
 _MIN_LITERAL = 8
+#: Short strings found clean are remembered (a user agent repeats on every request).
+_CLEAN_MAX_LEN = 512
+_CLEAN_MAX_ENTRIES = 4096
 
 
 class Redactor:
-    """Immutable after construction; safe to share across requests."""
+    """Immutable after construction (but for a cache of strings that needed no redaction,
+    which holds nothing the audit log would not store as is); safe to share across
+    requests."""
 
-    __slots__ = ("_literals", "_patterns")
+    __slots__ = ("_clean", "_literals", "_patterns")
 
     def __init__(self, *, literals: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         self._literals = tuple(
@@ -67,11 +72,13 @@ class Redactor:
         for pattern in patterns:
             compiled.append(re.compile(NAMED_PATTERNS.get(pattern, pattern)))
         self._patterns = tuple(compiled)
+        self._clean: set[str] = set()
 
     def with_literals(self, literals: Iterable[str]) -> Redactor:
         """A copy that also redacts ``literals`` (e.g. one request's presented credential)."""
         clone = Redactor.__new__(Redactor)
         clone._patterns = self._patterns
+        clone._clean = self._clean  # same patterns, so the same strings are clean
         extra = {s for s in literals if len(s) >= _MIN_LITERAL}
         clone._literals = tuple(sorted(set(self._literals) | extra, key=len, reverse=True))
         return clone
@@ -80,10 +87,18 @@ class Redactor:
         for literal in self._literals:
             if literal in text:
                 text = text.replace(literal, MASK)
+        if text in self._clean:
+            return text
+        original = text
         for pattern in self._patterns:
             text = pattern.sub(MASK, text)
         text = _JSON_FIELD.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
-        return _ASSIGNMENT.sub(lambda m: m.group(1) + MASK, text)
+        text = _ASSIGNMENT.sub(lambda m: m.group(1) + MASK, text)
+        if text == original and len(text) <= _CLEAN_MAX_LEN:
+            if len(self._clean) >= _CLEAN_MAX_ENTRIES:
+                self._clean.clear()
+            self._clean.add(text)
+        return text
 
     def opt_text(self, text: str | None) -> str | None:
         return None if text is None else self.text(text)

@@ -29,6 +29,7 @@ __all__ = (
     "audit_ctx",
     "audit_middleware_for",
     "capture_policy",
+    "chain_name",
     "hmac_key",
     "open_reader",
     "redactor_for",
@@ -73,8 +74,13 @@ def hmac_key(cfg: AuditConfig) -> bytes | None:
     return value.encode()
 
 
-def _chain(cfg: AuditConfig) -> str:
-    return cfg.chain or socket.gethostname()
+def chain_name(config: GatewayConfig) -> str:
+    """The configured chain, else one per listening address: a restart on the same port
+    continues its chain, while two instances on one host (sharing a database) get two."""
+    if config.audit.chain:
+        return config.audit.chain
+    port = config.server.port
+    return f"{socket.gethostname()}:{port if port else f'pid{os.getpid()}'}"
 
 
 def _sink(cfg: AuditConfig, db: Database | None) -> JSONLAuditSink | SQLAuditSink:
@@ -103,7 +109,7 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
             db = app[DATABASE]
     writer = AuditWriter(
         _sink(cfg, db),
-        chain=_chain(cfg),
+        chain=chain_name(config),
         mode=cfg.mode,
         flush_interval=cfg.flush_interval,
         max_batch=cfg.max_batch,

@@ -19,6 +19,9 @@ __all__ = ("SQLAuditSink",)
 
 _COLUMNS = ("ts", "kind", "request_id", "key_id", "decision", "status")
 _PAGE = 1000
+_PLACEHOLDERS = "(" + ", ".join(["?"] * 12) + ")"
+#: 12 parameters a row stays under SQLite's oldest limit of 999 per statement.
+_ROWS_PER_INSERT = 80
 
 
 class SQLAuditSink:
@@ -54,15 +57,25 @@ class SQLAuditSink:
         return (0, GENESIS) if row is None else (int(row["seq"]), str(row["hash"]))
 
     async def write(self, records: Sequence[SealedRecord]) -> None:
+        """One multi-row ``INSERT`` per ``_ROWS_PER_INSERT`` records: a sync-mode group
+        commit is usually one statement, so one round trip to the database thread or server;
+        more statements share a transaction."""
         rows = [_row(r) for r in records]
-        sql = (
+        chunks = [rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT)]
+        if len(chunks) == 1:
+            await self._insert(chunks[0])
+            return
+        async with self.db.transaction():
+            for chunk in chunks:
+                await self._insert(chunk)
+
+    async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        values = ", ".join([_PLACEHOLDERS] * len(rows))
+        await self.db.execute(
             f"INSERT INTO {self.table} (chain, seq, ts, kind, request_id, key_id, decision,"
-            " status, prev_hash, hash, sig, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f" status, prev_hash, hash, sig, data) VALUES {values}",
+            *(v for row in rows for v in row),
         )
-        if len(rows) == 1:
-            await self.db.execute(sql, *rows[0])
-        else:
-            await self.db.executemany(sql, rows)
 
     async def _pages(self, where: str, args: list[Any]) -> AsyncIterator[dict[str, Any]]:
         last = -1
@@ -124,7 +137,7 @@ def _row(r: SealedRecord) -> tuple[Any, ...]:
         r.prev_hash,
         r.hash,
         r.sig,
-        canonical(rec),
+        r.text if r.text is not None else canonical(rec),
     )
 
 

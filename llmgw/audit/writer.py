@@ -2,7 +2,12 @@
 
 * ``sync``: :meth:`AuditWriter.append` returns once the record is in the sink. The
   middleware writes a start record before the handler runs and the completed record after,
-  so a crash leaves a visible incomplete request, never a missing one.
+  so a crash leaves a visible incomplete request, never a missing one. Concurrent appends
+  are committed together (group commit): each enqueues its record and waits; one commit
+  task seals everything waiting, in arrival order, writes it in one sink call and wakes
+  every waiter with its sealed record, or with :class:`AuditUnavailableError` for all of
+  them if the write failed. Sealing at commit time keeps chain order = commit order, and a
+  failed commit rewinds the chain past the whole group so nothing links to a lost record.
 * ``batched``: records are sealed at once (their order is the chain's) and queued; a
   background task writes the queue every ``flush_interval`` seconds, or sooner when
   ``max_batch`` records wait. A crash loses at most the records queued since the last
@@ -26,6 +31,9 @@ from .chain import Chain, SealedRecord
 __all__ = ("MODES", "AuditUnavailableError", "AuditWriter")
 
 MODES = ("sync", "batched")
+
+# A sync waiter's slot: resolved with its sealed record, or None when the commit failed.
+_Waiter = tuple[JSON, asyncio.Future[SealedRecord | None]]
 
 
 class AuditUnavailableError(LlmgwError):
@@ -61,6 +69,11 @@ class AuditWriter:
         self._queue: deque[SealedRecord] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._waiting: list[_Waiter] = []
+        self._committer: asyncio.Task[None] | None = None
+        #: Sync mode: how many commits and records so far (group size = records / commits).
+        self.commits = 0
+        self.committed = 0
 
     @property
     def sync(self) -> bool:
@@ -74,12 +87,14 @@ class AuditWriter:
             self._task = asyncio.create_task(self._run(), name="llmgw-audit-flush")
 
     async def close(self) -> None:
-        """Flush everything queued (retrying once), then close the sink."""
+        """Finish the commit in progress, flush everything queued (retrying once), then
+        close the sink."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._drained()
         for _ in range(2):
             if not self._queue:
                 break
@@ -94,21 +109,63 @@ class AuditWriter:
         return self._chain.seal(record)
 
     async def append(self, record: JSON) -> SealedRecord:
-        """Seal and persist (sync) or queue (batched) one record."""
+        """Persist (sync: returns once committed) or queue (batched) one record."""
         if not self.sync:
             if len(self._queue) >= self.max_queue:
                 await self.flush()
             return self.enqueue(record)
-        async with self._lock:
-            sealed = self._seal(record)
-            try:
-                await self.sink.write([sealed])
-            except Exception as exc:
-                assert self._chain is not None
-                self._chain.rewind(sealed)
-                audit_logger.error("audit write failed: %s: %s", type(exc).__name__, exc)
-                raise AuditUnavailableError("the audit log is unavailable") from None
+        if self._chain is None:
+            raise RuntimeError("AuditWriter.open() was not awaited")
+        done: asyncio.Future[SealedRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((record, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit(), name="llmgw-audit-commit")
+        # A cancelled waiter cancels only its future: its record is still committed.
+        sealed = await done
+        if sealed is None:
+            raise AuditUnavailableError("the audit log is unavailable")
         return sealed
+
+    async def _commit(self) -> None:
+        """Sync mode's commit task: write whatever waits, group by group, until none does."""
+        chain = self._chain
+        assert chain is not None
+        while self._waiting:
+            group = self._waiting[: self.max_batch]
+            del self._waiting[: len(group)]
+            seq, head = chain.seq, chain.hash
+            sealed = [chain.seal(record) for record, _ in group]
+            try:
+                await self.sink.write(sealed)
+            except BaseException as exc:
+                chain.reset(seq, head)
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+                if not isinstance(exc, Exception):
+                    # Cancelled or exiting: the outcome of the write is unknown, so fail
+                    # everyone still waiting too rather than leave them hanging.
+                    for _, done in self._waiting:
+                        if not done.done():
+                            done.set_result(None)
+                    self._waiting.clear()
+                    raise
+                audit_logger.error(
+                    "audit write of %d records failed: %s: %s",
+                    len(group),
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            self.commits += 1
+            self.committed += len(group)
+            for (_, done), record in zip(group, sealed, strict=True):
+                if not done.done():
+                    done.set_result(record)
+
+    async def _drained(self) -> None:
+        while self._committer is not None and not self._committer.done():
+            await asyncio.wait({self._committer})
 
     def enqueue(self, record: JSON) -> SealedRecord:
         """Batched mode's non-blocking append."""
@@ -119,7 +176,10 @@ class AuditWriter:
         return sealed
 
     async def flush(self) -> None:
-        """Write everything queued so far, in order; on failure keep it for the next try."""
+        """Write everything queued so far, in order; on failure keep it for the next try.
+
+        In sync mode: wait for the commit in progress (nothing else is ever queued)."""
+        await self._drained()
         async with self._lock:
             while self._queue:
                 batch = [self._queue[i] for i in range(min(self.max_batch, len(self._queue)))]
@@ -138,7 +198,7 @@ class AuditWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._waiting)
 
     async def _run(self) -> None:
         while True:

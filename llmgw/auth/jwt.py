@@ -3,9 +3,14 @@
 The token's header only chooses among what the configuration allows: ``alg`` must be in
 ``algorithms`` (so ``none`` and HS/RS confusion are impossible: HS* verify with the shared
 secret only, RS*/ES*/PS* with a JWKS key only), ``kid`` must name a JWKS key. ``exp`` (required),
-``nbf``, ``iss`` and ``aud`` are checked with ``leeway`` seconds of skew. An unknown ``kid``
-refetches the JWKS at most once per ``jwks_refresh_interval``, so key rollover works and a
-stream of forged kids cannot hammer the identity provider.
+``nbf``, ``iss`` and ``aud`` are checked with ``leeway`` seconds of skew.
+
+JWKS caching: an unknown ``kid`` refetches the JWKS at most once per
+``jwks_refresh_interval``, so key rollover works and a stream of forged kids cannot hammer
+the identity provider; keys older than ``jwks_max_age`` are refetched on next use, so a key
+the provider withdrew stops verifying. One fetch runs at a time and concurrent requests
+wait for it (a burst at startup or rollover is not refused while the keys load). A fetch
+is bounded by ``jwks_timeout``; when it fails the cached keys keep working.
 """
 
 from __future__ import annotations
@@ -42,8 +47,12 @@ def jwks_from_file(path: str | Path) -> JwksLoader:
     return load
 
 
-def jwks_from_url(url: str, *, timeout: float = 10.0) -> JwksLoader:
-    """Fetch the JWKS over HTTP(S); a short-lived session, as refreshes are rare."""
+def jwks_from_url(url: str, *, timeout: float = 5.0) -> JwksLoader:
+    """Fetch the JWKS over HTTP(S); a short-lived session, as refreshes are rare.
+
+    ``timeout`` bounds the whole fetch, so an identity provider that accepts the connection
+    and never answers cannot hold requests.
+    """
 
     async def load() -> Mapping[str, Any]:
         async with (
@@ -77,7 +86,10 @@ class JwtVerifier:
         self._loader = jwks
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
+        #: When the last fetch was tried (rate limit) and when one last succeeded (max age).
         self._fetched_at: float | None = None
+        self._loaded_at: float | None = None
+        self._refreshing = asyncio.Lock()
 
     async def verify(self, token: str) -> Identity:
         try:
@@ -145,9 +157,14 @@ class JwtVerifier:
         if kid is not None and not isinstance(kid, str):
             raise _reject("kid must be a string")
         found = self._pick(kid)
-        if found is None and self._may_refresh():
-            await self._refresh()
-            found = self._pick(kid)
+        # A stale key is still good while someone else refetches: only a miss waits.
+        if found is None or (self._stale() and not self._refreshing.locked()):
+            async with self._refreshing:
+                # Whoever held the lock may have just loaded what this request needs.
+                found = self._pick(kid)
+                if (found is None or self._stale()) and self._may_refresh():
+                    await self._refresh()
+                    found = self._pick(kid)
         if found is None:
             raise _reject("unknown signing key (kid)")
         if found.algorithm_name != alg:
@@ -160,6 +177,10 @@ class JwtVerifier:
             return next(iter(self._keys.values())) if len(self._keys) == 1 else None
         return self._keys.get(kid)
 
+    def _stale(self) -> bool:
+        loaded = self._loaded_at
+        return loaded is not None and self._clock() - loaded >= self.config.jwks_max_age
+
     def _may_refresh(self) -> bool:
         return (
             self._fetched_at is None
@@ -170,19 +191,23 @@ class JwtVerifier:
         assert self._loader is not None
         self._fetched_at = self._clock()
         try:
-            data = await self._loader()
+            data: object = await self._loader()  # whatever the server sent
+            listed = data.get("keys") if isinstance(data, Mapping) else None
+            if not isinstance(listed, list):
+                raise ValueError("not a JWKS: no 'keys' list")
             keys: dict[str, jwt.PyJWK] = {}
-            for i, raw in enumerate(data.get("keys", ())):
-                if raw.get("use", "sig") != "sig":
+            for i, raw in enumerate(listed):
+                if not isinstance(raw, Mapping) or raw.get("use", "sig") != "sig":
                     continue
                 try:
-                    keys[str(raw.get("kid", i))] = jwt.PyJWK(raw)
-                except jwt.PyJWTError:
-                    continue  # unsupported key types are skipped, not fatal
+                    keys[str(raw.get("kid", i))] = jwt.PyJWK(dict(raw))
+                except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+                    continue  # unsupported or malformed keys are skipped, not fatal
         except (OSError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("JWKS refresh failed: %s", exc)
             return  # keep the previous keys; the next refresh may succeed
         self._keys = keys
+        self._loaded_at = self._fetched_at
 
 
 def _claim(claims: Mapping[str, Any], name: str | None) -> str | None:

@@ -3,6 +3,7 @@ API and ``llmgw keys``. Secrets leave only in the return value of ``create``/``r
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -85,6 +86,22 @@ class KeyManager:
 
     async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
         return await self.store.list(include_revoked=include_revoked)
+
+    async def page(
+        self, *, limit: int, after: str | None = None, include_revoked: bool = False
+    ) -> tuple[builtins.list[KeyRecord], bool]:
+        """Up to ``limit`` records after the key ``after``, and whether more follow.
+
+        An ``after`` that names no key is a 400: an empty page would read as "no more keys".
+        """
+        if limit < 1:
+            raise InvalidRequestError("limit: must be at least 1")
+        if after is not None and await self.store.get(after) is None:
+            raise InvalidRequestError(f"after: no key with id {after!r}")
+        records = await self.store.list(
+            include_revoked=include_revoked, limit=limit + 1, after=after
+        )
+        return records[:limit], len(records) > limit
 
     async def update(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
         unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))

@@ -87,7 +87,7 @@ def build_authenticator(config: AuthConfig, env: Mapping[str, str] = os.environ)
             secret = value.encode()
         loader = None
         if jcfg.jwks_url is not None:
-            loader = jwks_from_url(jcfg.jwks_url)
+            loader = jwks_from_url(jcfg.jwks_url, timeout=jcfg.jwks_timeout)
         elif jcfg.jwks_file is not None:
             loader = jwks_from_file(jcfg.jwks_file)
         verifier = JwtVerifier(jcfg, secret=secret, jwks=loader)

@@ -87,11 +87,29 @@ class SQLKeyStore:
         )
         return _record(row) if row is not None else None
 
-    async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
-        where = "" if include_revoked else " WHERE k.revoked_at IS NULL"
-        rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM llmgw_keys k{where} ORDER BY k.created_at, k.key_id"
-        )
+    async def list(
+        self, *, include_revoked: bool = False, limit: int | None = None, after: str | None = None
+    ) -> list[KeyRecord]:
+        where: list[str] = [] if include_revoked else ["k.revoked_at IS NULL"]
+        args: list[Any] = []
+        if after is not None:
+            # Keyset pagination on (created_at, key_id), the listing order; written out
+            # rather than as a row-value comparison, which older SQLite lacks.
+            where.append(
+                "(k.created_at > c.created_at OR (k.created_at = c.created_at"
+                " AND k.key_id > c.key_id))"
+            )
+        sql = f"SELECT {_COLUMNS} FROM llmgw_keys k"
+        if after is not None:
+            sql += " JOIN llmgw_keys c ON c.key_id = ?"
+            args.append(after)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY k.created_at, k.key_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = await self.db.fetch(sql, *args)
         return [_record(row) for row in rows]
 
     async def lookup(self, digest: str) -> KeyMatch | None:

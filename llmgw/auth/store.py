@@ -79,8 +79,12 @@ class KeyStore(Protocol):
 
     async def get(self, key_id: str) -> KeyRecord | None: ...
 
-    async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
-        """Records ordered by creation time."""
+    async def list(
+        self, *, include_revoked: bool = False, limit: int | None = None, after: str | None = None
+    ) -> list[KeyRecord]:
+        """Records ordered by (creation time, key id); at most ``limit``, starting after the
+        key ``after`` (keyset pagination: stable while keys are added; an unknown ``after``
+        gives an empty page)."""
         ...
 
     async def lookup(self, digest: str) -> KeyMatch | None:
@@ -123,9 +127,17 @@ class MemoryKeyStore:
     async def get(self, key_id: str) -> KeyRecord | None:
         return self._records.get(key_id)
 
-    async def list(self, *, include_revoked: bool = False) -> list[KeyRecord]:
+    async def list(
+        self, *, include_revoked: bool = False, limit: int | None = None, after: str | None = None
+    ) -> list[KeyRecord]:
         records = sorted(self._records.values(), key=lambda r: (r.created_at, r.key_id))
-        return [r for r in records if include_revoked or r.revoked_at is None]
+        if after is not None:
+            cursor = self._records.get(after)
+            if cursor is None:
+                return []
+            records = [r for r in records if (r.created_at, r.key_id) > (cursor.created_at, after)]
+        records = [r for r in records if include_revoked or r.revoked_at is None]
+        return records if limit is None else records[:limit]
 
     async def lookup(self, digest: str) -> KeyMatch | None:
         hit = self._digests.get(digest)

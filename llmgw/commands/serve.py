@@ -63,7 +63,9 @@ async def _serve(config: GatewayConfig, path: str | None = None) -> None:
         runner = web.AppRunner(app, handler_cancellation=False)
         await runner.setup()
         runners.append(runner)
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.TCPSite(
+            runner, config.server.host, config.server.port, backlog=config.server.backlog
+        )
         await site.start()
         log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
         # One parseable line for scripts and tests that start the gateway on port 0.

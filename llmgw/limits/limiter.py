@@ -4,6 +4,10 @@ For each scope a request belongs to (global, key, user, team, project, Claude Co
 session) it charges requests-per-minute, the worst-case tokens-per-minute, an open-stream
 lease and the worst-case cost against every budget, in one atomic step. After the answer
 (any outcome) it corrects each charge to what was really used and releases the lease.
+
+The hot path does no parsing and no date math: each scope's limits are compiled once to a
+:class:`~llmgw.limits.plan.ScopePlan` (cached until its limit set changes) and each
+period's window is cached per bucket (:class:`~llmgw.limits.plan.WindowClock`).
 """
 
 from __future__ import annotations
@@ -14,16 +18,22 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..context import RequestContext
-from ..errors import InvalidRequestError, LlmgwError, RateLimitError
 from ..pricing import PriceTable
-from .counters import Counter, CounterBackend, CounterKind, Reserved, StoreUnavailableError
-from .estimate import Estimate, estimate_request
+from .counters import Counter, CounterBackend, Reserved, StoreUnavailableError
+from .estimate import Estimate, WorstCase, estimate_request
 from .memory import MemoryCounters
-from .policy import Budget, LimitSet, Tier, Window, format_usd, parse_limit_set, sliding_window
+from .messages import (
+    BudgetExceededError,
+    LimitsUnavailableError,
+    RateHeaders,
+    refusal,
+    success_headers,
+)
+from .plan import Layout, Scope, ScopePlan, WindowClock, compile_scope, layout, merge
+from .policy import LimitSet, Tier, parse_limit_set
 
 __all__ = (
     "BudgetExceededError",
@@ -36,46 +46,20 @@ __all__ = (
 
 log = logging.getLogger("llmgw.limits")
 
-_MINUTE = 60.0
 #: Seconds between two "store unreachable" log lines while failing open.
 _LOG_EVERY = 10.0
-
-
-class BudgetExceededError(InvalidRequestError):
-    """400 ``invalid_request_error``: Claude Code shows the message and does not retry
-    (it retries 429 and 5xx up to ten times; 403 would be shown as "Failed to authenticate")."""
-
-
-class LimitsUnavailableError(LlmgwError):
-    """503: the shared counter store is unreachable and the limiter fails closed."""
-
-    status_code = 503
+#: Compiled scope plans kept (oldest dropped first): keys, users, teams, sessions...
+_MAX_PLANS = 50_000
 
 
 class PolicySource(Protocol):
-    """Per-entity limit sets (set through the admin API); ``None`` means "use the tier default"."""
+    """Per-entity limit sets (set through the admin API); ``None`` means "use the tier default".
+
+    Called for every scope of every request: answer from memory. Returning the same
+    object while a limit set is unchanged lets the limiter skip comparing it.
+    """
 
     async def get(self, tier: Tier, name: str) -> LimitSet | None: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Scope:
-    tier: Tier
-    name: str
-    limits: LimitSet
-
-    def describe(self) -> str:
-        if self.tier is Tier.GLOBAL:
-            return "the gateway-wide"
-        return f"{self.tier.value} {self.name!r}"
-
-
-@dataclass(slots=True, kw_only=True)
-class _Meta:
-    scope: Scope
-    metric: str  # rpm | tpm | concurrent | budget
-    window: Window | None = None
-    budget: Budget | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -84,7 +68,7 @@ class Reservation:
 
     token: str
     counters: list[Counter]
-    metas: list[_Meta]
+    layout: Layout
     backend: CounterBackend
     models: list[str]
     reserved_micros: int = 0
@@ -94,12 +78,21 @@ class Reservation:
     settled: bool = False
 
 
+@dataclass(slots=True)
+class _Cached:
+    """A compiled plan and the inputs it was compiled from."""
+
+    explicit: LimitSet | None
+    own: Any  # the key's raw ``metadata["limits"]``
+    plan: ScopePlan | None
+
+
 class Limiter:
     """Holds the counter store and the policy; one per application.
 
     ``defaults`` apply to every key, user, team... of a tier; ``source`` (optional) gives
-    per-entity overrides; a key's own ``identity.metadata["limits"]`` wins over both. An
-    override replaces the default field by field (budgets by period).
+    per-entity limit sets; a key's own ``identity.metadata["limits"]`` wins over both.
+    Each layer overrides the one below field by field (budgets by period).
     """
 
     def __init__(
@@ -129,48 +122,95 @@ class Limiter:
         # Lease tokens: unique across instances (random prefix) without a syscall each.
         self._token_prefix = secrets.token_hex(6) + ":"
         self._tokens = itertools.count()
+        self._plans: dict[tuple[Tier, str], _Cached] = {}
+        self._clocks: dict[str, WindowClock] = {}
+        self._layouts: dict[tuple[object, ...], tuple[tuple[ScopePlan, ...], Layout]] = {}
+        self._rate_headers = RateHeaders()
+        self._worst_case = WorstCase(self.prices)
 
     async def scopes(self, ctx: RequestContext) -> list[Scope]:
         """Every scope the request belongs to that has at least one limit."""
-        named: list[tuple[Tier, str]] = [(Tier.GLOBAL, "*")]
+        return [p.scope for p in await self.plans(ctx)]
+
+    async def plans(self, ctx: RequestContext) -> list[ScopePlan]:
+        """The compiled plan of every limited scope the request belongs to."""
+        out: list[ScopePlan] = []
+        plan = await self._plan(Tier.GLOBAL, "*", None)
+        if plan is not None:
+            out.append(plan)
         ident = ctx.identity
         if ident is not None:
-            named.append((Tier.KEY, ident.key_id))
-            for tier, name in ((Tier.USER, ident.user), (Tier.TEAM, ident.team)):
+            own = ident.metadata.get("limits") if ident.metadata else None
+            plan = await self._plan(Tier.KEY, ident.key_id, own)
+            if plan is not None:
+                out.append(plan)
+            for tier, name in (
+                (Tier.USER, ident.user),
+                (Tier.TEAM, ident.team),
+                (Tier.PROJECT, ident.project),
+            ):
                 if name:
-                    named.append((tier, name))
-            if ident.project:
-                named.append((Tier.PROJECT, ident.project))
+                    plan = await self._plan(tier, name, None)
+                    if plan is not None:
+                        out.append(plan)
         if ctx.session_id:
-            named.append((Tier.SESSION, ctx.session_id))
-        out = []
-        for tier, name in named:
-            limits = await self._limits_for(ctx, tier, name)
-            if limits is not None and not limits.empty:
-                out.append(Scope(tier=tier, name=name, limits=limits))
+            plan = await self._plan(Tier.SESSION, ctx.session_id, None)
+            if plan is not None:
+                out.append(plan)
         return out
 
-    async def _limits_for(self, ctx: RequestContext, tier: Tier, name: str) -> LimitSet | None:
+    async def _plan(self, tier: Tier, name: str, own: Any) -> ScopePlan | None:
+        source = self.source
+        explicit = await source.get(tier, name) if source is not None else None
         default = self.defaults.get(tier)
-        explicit: LimitSet | None = None
-        if tier is Tier.KEY and ctx.identity is not None and "limits" in ctx.identity.metadata:
+        if explicit is None and own is None and default is None:
+            return None
+        cache_key = (tier, name)
+        cached = self._plans.get(cache_key)
+        if (
+            cached is not None
+            and (cached.explicit is explicit or cached.explicit == explicit)
+            and (cached.own is own or cached.own == own)
+        ):
+            return cached.plan
+        limits = self._effective(name, default, explicit, own)
+        plan = None
+        if limits is not None and not limits.empty:
+            scope = Scope(tier=tier, name=name, limits=limits)
+            plan = compile_scope(
+                scope, self.key_prefix, self._clocks, stream_lease=self.stream_lease
+            )
+        if cached is None and len(self._plans) >= _MAX_PLANS:
+            del self._plans[next(iter(self._plans))]
+        self._plans[cache_key] = _Cached(explicit=explicit, own=own, plan=plan)
+        return plan
+
+    def _effective(
+        self,
+        name: str,
+        default: LimitSet | None,
+        explicit: LimitSet | None,
+        own: Any,
+    ) -> LimitSet | None:
+        limits = default
+        if explicit is not None:
+            limits = explicit if limits is None else merge(explicit, limits)
+        if own is not None:
             try:
-                explicit = parse_limit_set(ctx.identity.metadata["limits"], "key.limits")
+                key_limits = parse_limit_set(own, "key.limits")
             except ValueError as exc:
                 log.warning("ignoring invalid limits on key %s: %s", name, exc)
-        if explicit is None and self.source is not None and tier is not Tier.GLOBAL:
-            explicit = await self.source.get(tier, name)
-        if explicit is None:
-            return default
-        return explicit if default is None else merge(explicit, default)
+            else:
+                limits = key_limits if limits is None else merge(key_limits, limits)
+        return limits
 
     async def reserve(
         self, ctx: RequestContext, body: dict[str, Any], models: list[str], *, full: bool = True
     ) -> Reservation | None:
         """Charge the worst case or raise; ``full=False`` counts the request only (token
         counting is free and holds no stream). ``None`` when no limit applies."""
-        scopes = await self.scopes(ctx)
-        if not scopes:
+        plans = await self.plans(ctx)
+        if not plans:
             return None
         now = self.clock()
         raw = ctx.raw_body or b""
@@ -178,67 +218,56 @@ class Limiter:
         if full:
             # First the O(1) bound; base64 images are only looked for if it would refuse.
             est = estimate_request(
-                body, raw, models, self.prices, bytes_per_token=self.bytes_per_token, images=False
+                body,
+                raw,
+                models,
+                self.prices,
+                bytes_per_token=self.bytes_per_token,
+                images=False,
+                worst_case=self._worst_case,
             )
-        res = self._build(scopes, est, models, now)
+        res = self._build(plans, est, models, now)
         if res is None:
             return None
         seen = await self._charge(res, now)
         if seen.refused is not None and est is not None and b'"base64"' in raw:
             tight = estimate_request(
-                body, raw, models, self.prices, bytes_per_token=self.bytes_per_token
+                body,
+                raw,
+                models,
+                self.prices,
+                bytes_per_token=self.bytes_per_token,
+                worst_case=self._worst_case,
             )
             if tight.micros < est.micros or tight.tokens < est.tokens:
-                res = self._build(scopes, tight, models, now)
+                res = self._build(plans, tight, models, now)
                 assert res is not None
                 seen = await self._charge(res, now)
         if seen.refused is not None:
-            raise self._refusal(seen, res, now)
-        self._success_headers(seen, res, now)
+            raise refusal(seen, res.counters, res.layout.slots, now)
+        res.headers = success_headers(seen, res.counters, res.layout, now, self._rate_headers)
         return res
 
     def _build(
-        self, scopes: list[Scope], est: Estimate | None, models: list[str], now: float
+        self, plans: list[ScopePlan], est: Estimate | None, models: list[str], now: float
     ) -> Reservation | None:
-        minute = sliding_window(_MINUTE, now)
-        # Budgets first: when a budget and a rate limit both refuse, the budget's answer
-        # (shown, not retried) is the one the client should get.
-        slots: list[tuple[Counter, _Meta]] = []
-        windows: dict[str, Window] = {}
-        rates: list[tuple[Counter, _Meta]] = []
-        for scope in scopes:
-            ls = scope.limits
-            prefix = f"{self.key_prefix}{scope.tier.value}:{scope.name}:"
-            if ls.rpm is not None:
-                rates.append(_window(prefix + "rpm", ls.rpm, 1, minute, scope, "rpm"))
-            if est is None:
-                continue
-            if ls.tpm is not None:
-                rates.append(_window(prefix + "tpm", ls.tpm, est.tokens, minute, scope, "tpm"))
-            if ls.concurrent is not None:
-                lease = Counter(
-                    key=prefix + "concurrent",
-                    kind=CounterKind.LEASE,
-                    limit=ls.concurrent,
-                    amount=1,
-                    ttl=self.stream_lease,
-                )
-                rates.append((lease, _Meta(scope=scope, metric="concurrent")))
-            for b in ls.budgets:
-                slug = b.period.slug
-                w = windows.get(slug)
-                if w is None:
-                    w = windows[slug] = b.period.window(now)
-                slots.append(
-                    _window(f"{prefix}usd:{slug}", b.micros, est.micros, w, scope, "usd", b)
-                )
-        slots += rates
-        if not slots:
+        full = est is not None
+        # Keyed by the plans' ids: the entry holds the plans, so no id is reused meanwhile.
+        key = (full, *map(id, plans))
+        entry = self._layouts.get(key)
+        if entry is None:
+            if len(self._layouts) >= _MAX_PLANS:
+                del self._layouts[next(iter(self._layouts))]
+            entry = self._layouts[key] = (tuple(plans), layout(plans, full=full))
+        lay = entry[1]
+        if not lay.slots:
             return None
+        amounts = (1, est.tokens, est.micros) if est is not None else (1, 0, 0)
+        counters = [s.counter(amounts[a], now) for s, a in zip(lay.slots, lay.amounts, strict=True)]
         return Reservation(
             token=f"{self._token_prefix}{next(self._tokens)}",
-            counters=[c for c, _ in slots],
-            metas=[m for _, m in slots],
+            counters=counters,
+            layout=lay,
             backend=self.counters,
             models=models,
             reserved_micros=est.micros if est else 0,
@@ -261,24 +290,23 @@ class Limiter:
             res.backend = self.local
             return await self.local.reserve(res.counters, res.token, now)
 
+    def settle_nowait(self, res: Reservation, ctx: RequestContext) -> bool:
+        """Settle without awaiting when the reservation lives in this process (memory
+        counters); ``False`` means :meth:`settle` must be awaited."""
+        backend = res.backend
+        if not isinstance(backend, MemoryCounters):
+            return False
+        if not res.settled:
+            res.settled = True
+            backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
+        return True
+
     async def settle(self, res: Reservation, ctx: RequestContext) -> None:
         """Correct every charge to the real usage and release the stream lease (idempotent)."""
         if res.settled:
             return
         res.settled = True
-        usage = ctx.usage
-        model = ctx.upstream_model or (res.models[0] if res.models else None)
-        cost = self.prices.cost_micros(model, usage) if model else 0
-        tokens = usage.input_tokens + usage.cache_creation_input_tokens + usage.output_tokens
-        deltas = []
-        for c, meta in zip(res.counters, res.metas, strict=True):
-            if meta.metric == "tpm":
-                deltas.append(tokens - c.amount)
-            elif meta.metric == "usd":
-                deltas.append(cost - c.amount)
-            else:
-                deltas.append(0)
-        ctx.extras["llmgw.limits.settled_micros"] = cost
+        deltas = self._deltas(res, ctx)
         try:
             await res.backend.settle(res.counters, deltas, res.token)
         except StoreUnavailableError as exc:
@@ -286,124 +314,18 @@ class Limiter:
                 "could not settle request %s (leases expire on their own): %s", ctx.request_id, exc
             )
 
-    def _refusal(self, seen: Reserved, res: Reservation, now: float) -> LlmgwError:
-        i = seen.refused
-        assert i is not None
-        c, meta = res.counters[i], res.metas[i]
-        used, scope = seen.used[i], meta.scope
-        if meta.metric == "usd":
-            assert meta.budget is not None and meta.window is not None
-            return BudgetExceededError(
-                f"Budget exhausted: {scope.describe()} {meta.budget.period.label} budget of "
-                f"{format_usd(c.limit)} has {format_usd(max(c.limit - used, 0))} left "
-                f"({format_usd(used)} spent or reserved) and this request may cost up to "
-                f"{format_usd(c.amount)}. {_resets(meta.window, seen.first[i], now)}"
-            )
-        if meta.metric == "concurrent":
-            return RateLimitError(
-                f"Rate limited: {scope.describe()} limit of {c.limit} concurrent requests is "
-                "reached; retry when one finishes.",
-                retry_after=1,
-            )
-        assert meta.window is not None
-        retry = meta.window.reset_after(seen.first[i], now)
-        what = "requests" if meta.metric == "rpm" else "tokens"
-        headers = _rate_headers(what, c.limit, used, now + retry)
-        detail = "" if meta.metric == "rpm" else f" (this request may use up to {c.amount})"
-        return RateLimitError(
-            f"Rate limited: {scope.describe()} limit of {c.limit} {what} per minute is "
-            f"reached{detail}; retry in {max(1, round(retry))} s.",
-            retry_after=retry,
-            headers=headers,
-        )
-
-    def _success_headers(self, seen: Reserved, res: Reservation, now: float) -> None:
-        tightest: dict[str, tuple[int, int, float]] = {}
-        for i, (c, meta) in enumerate(zip(res.counters, res.metas, strict=True)):
-            used = seen.used[i]
-            if meta.metric in ("rpm", "tpm"):
-                assert meta.window is not None
-                what = "requests" if meta.metric == "rpm" else "tokens"
-                remaining = c.limit - used
-                if what not in tightest or remaining < tightest[what][1]:
-                    reset = now + meta.window.reset_after(seen.first[i], now)
-                    tightest[what] = (c.limit, remaining, reset)
-            elif meta.metric == "usd" and meta.budget is not None:
-                soft = meta.budget.soft_micros
-                before = used - c.amount
-                if soft is not None and before >= soft:
-                    text = (
-                        f"{meta.scope.describe()} {meta.budget.period.label} budget: "
-                        f"{format_usd(before)} of {format_usd(c.limit)} used"
-                    )
-                    log.warning("soft budget threshold passed: %s", text)
-                    res.headers["x-llmgw-budget-warning"] = _ascii(text)
-        for what, (limit, remaining, reset) in tightest.items():
-            res.headers.update(_rate_headers(what, limit, limit - remaining, reset))
-
-
-def _window(
-    key: str,
-    limit: int,
-    amount: int,
-    window: Window,
-    scope: Scope,
-    metric: str,
-    budget: Budget | None = None,
-) -> tuple[Counter, _Meta]:
-    counter = Counter(
-        key=key,
-        kind=CounterKind.WINDOW,
-        limit=limit,
-        amount=amount,
-        bucket=window.bucket,
-        oldest=window.oldest,
-        ttl=window.ttl,
-    )
-    return counter, _Meta(scope=scope, metric=metric, window=window, budget=budget)
-
-
-def merge(explicit: LimitSet, default: LimitSet) -> LimitSet:
-    """``explicit`` over ``default`` field by field; budgets by period."""
-    budgets = {b.period.slug: b for b in default.budgets}
-    budgets.update({b.period.slug: b for b in explicit.budgets})
-    return LimitSet(
-        rpm=explicit.rpm if explicit.rpm is not None else default.rpm,
-        tpm=explicit.tpm if explicit.tpm is not None else default.tpm,
-        concurrent=explicit.concurrent if explicit.concurrent is not None else default.concurrent,
-        budgets=tuple(budgets.values()),
-    )
-
-
-def _rate_headers(what: str, limit: int, used: int, reset: float) -> dict[str, str]:
-    prefix = f"anthropic-ratelimit-{what}"
-    return {
-        f"{prefix}-limit": str(limit),
-        f"{prefix}-remaining": str(max(limit - used, 0)),
-        f"{prefix}-reset": _rfc3339(reset),
-    }
-
-
-def _resets(window: Window, first: int, now: float) -> str:
-    if window.reset_at is not None:
-        return f"It resets at {_rfc3339(window.reset_at)} (in {_human(window.reset_at - now)})."
-    wait = window.reset_after(first, now)
-    return f"Spend starts ageing out of the window in {_human(wait)}."
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).isoformat().replace("+00:00", "Z")
-
-
-def _human(seconds: float) -> str:
-    s = max(int(seconds), 1)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    parts = [f"{d}d" if d else "", f"{h}h" if h else "", f"{m}m" if m and not d else ""]
-    text = " ".join(p for p in parts if p)
-    return text or f"{s}s"
-
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode()
+    def _deltas(self, res: Reservation, ctx: RequestContext) -> list[int]:
+        usage = ctx.usage
+        cost = ctx.cost_micros  # metering priced it already when it ran
+        if cost is None:
+            model = ctx.upstream_model or (res.models[0] if res.models else None)
+            cost = self.prices.cost_micros(model, usage) if model else 0
+        tokens = usage.input_tokens + usage.cache_creation_input_tokens + usage.output_tokens
+        ctx.extras["llmgw.limits.settled_micros"] = cost
+        counters = res.counters
+        deltas = [0] * len(counters)
+        for i in res.layout.tpm:
+            deltas[i] = tokens - counters[i].amount
+        for i in res.layout.usd:
+            deltas[i] = cost - counters[i].amount
+        return deltas

@@ -9,42 +9,62 @@ are dropped once idle past their TTL.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .counters import Counter, CounterKind, Reserved
 
 __all__ = ("MemoryCounters",)
 
 _SWEEP_EVERY = 4096
+_WINDOW = CounterKind.WINDOW
+_EMPTY = 1 << 62  # the head of a window with no bucket: never older than any window
 
 
 class _Window:
-    __slots__ = ("buckets", "total")
+    __slots__ = ("buckets", "expires", "head", "total")
 
     def __init__(self) -> None:
         self.buckets: dict[int, int] = {}
         self.total = 0
+        #: The oldest bucket id (buckets are in time order), ``_EMPTY`` when none.
+        self.head = _EMPTY
+        self.expires = 0.0
 
     def prune(self, oldest: int) -> None:
         buckets = self.buckets
         while buckets:
             first = next(iter(buckets))
             if first >= oldest:
+                self.head = first
                 return
             self.total -= buckets.pop(first)
+        self.head = _EMPTY
 
     def first_used(self) -> int:
-        return next((b for b, v in self.buckets.items() if v > 0), -1)
+        """The oldest bucket holding a charge, ``-1`` for none."""
+        buckets = self.buckets
+        if buckets and buckets[self.head] > 0:
+            return self.head
+        return next((b for b, v in buckets.items() if v > 0), -1)
+
+
+class _Leases:
+    __slots__ = ("expires", "open")
+
+    def __init__(self) -> None:
+        #: Lease token -> when it expires.
+        self.open: dict[str, float] = {}
+        self.expires = 0.0
 
 
 class MemoryCounters:
     """Counters for one gateway process (the default, and the fail-open fallback)."""
 
-    __slots__ = ("_expires", "_leases", "_ops", "_windows")
+    __slots__ = ("_leases", "_ops", "_windows")
 
     def __init__(self) -> None:
         self._windows: dict[str, _Window] = {}
-        self._leases: dict[str, dict[str, float]] = {}
-        self._expires: dict[str, float] = {}
+        self._leases: dict[str, _Leases] = {}
         self._ops = 0
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
@@ -54,53 +74,65 @@ class MemoryCounters:
         self._ops += 1
         if self._ops % _SWEEP_EVERY == 0:
             self._sweep(now)
+        windows, all_leases, window_kind = self._windows, self._leases, _WINDOW
         used: list[int] = []
+        first: list[int] = []
+        found: list[Any] = []  # the _Window or _Leases of each counter, None if new
         refused: int | None = None
         for i, c in enumerate(counters):
-            if c.kind is CounterKind.WINDOW:
-                window = self._windows.get(c.key)
-                total = 0
+            oldest = -1
+            total = 0
+            if c.kind is window_kind:
+                window = windows.get(c.key)
                 if window is not None:
-                    window.prune(c.oldest)
+                    if window.head < c.oldest:
+                        window.prune(c.oldest)
                     total = window.total
+                    if total:
+                        oldest = window.first_used()
+                found.append(window)
             else:
-                leases = self._leases.get(c.key)
-                total = len(leases) if leases else 0
-                if leases and total >= c.limit:
-                    # Expired leases only matter when they would refuse: drop them lazily.
-                    for t in [t for t, exp in leases.items() if exp <= now]:
-                        del leases[t]
-                    total = len(leases)
+                leases = all_leases.get(c.key)
+                if leases is not None:
+                    held = leases.open
+                    total = len(held)
+                    if total >= c.limit:
+                        # Expired leases only matter when they would refuse: drop them lazily.
+                        for t in [t for t, exp in held.items() if exp <= now]:
+                            del held[t]
+                        total = len(held)
+                        # A lease's earliest expiry only explains a refusal.
+                        oldest = int(min(held.values()) * 1000) if held else -1
+                found.append(leases)
             used.append(total)
+            first.append(oldest)
             if refused is None and (total + c.amount > c.limit or total >= c.limit):
                 refused = i
         if refused is not None:
-            return Reserved(refused=refused, used=tuple(used), first=self._first(counters, True))
+            return Reserved(refused=refused, used=tuple(used), first=tuple(first))
         for i, c in enumerate(counters):
-            if c.kind is CounterKind.WINDOW:
-                window = self._windows.get(c.key)
-                if window is None:
-                    window = self._windows[c.key] = _Window()
-                buckets = window.buckets
-                buckets[c.bucket] = buckets.get(c.bucket, 0) + c.amount
-                window.total += c.amount
+            amount = c.amount
+            entry = found[i]
+            if c.kind is window_kind:
+                if entry is None:
+                    entry = windows[c.key] = _Window()
+                buckets = entry.buckets
+                if buckets:
+                    buckets[c.bucket] = buckets.get(c.bucket, 0) + amount
+                else:
+                    buckets[c.bucket] = amount
+                    entry.head = c.bucket
+                entry.total += amount
+                if first[i] < 0 and amount > 0:
+                    first[i] = c.bucket
             else:
-                self._leases.setdefault(c.key, {})[token] = now + c.ttl
-            self._expires[c.key] = now + c.ttl
-            used[i] += c.amount
-        return Reserved(refused=None, used=tuple(used), first=self._first(counters, False))
-
-    def _first(self, counters: Sequence[Counter], leases_too: bool) -> tuple[int, ...]:
-        # A lease's earliest expiry is O(open leases) and only explains a refusal.
-        out = []
-        for c in counters:
-            if c.kind is CounterKind.WINDOW:
-                window = self._windows.get(c.key)
-                out.append(window.first_used() if window is not None else -1)
-            else:
-                leases = self._leases.get(c.key) if leases_too else None
-                out.append(int(min(leases.values()) * 1000) if leases else -1)
-        return tuple(out)
+                if entry is None:
+                    entry = all_leases[c.key] = _Leases()
+                entry.open[token] = now + c.ttl
+                first[i] = -1
+            entry.expires = now + c.ttl
+            used[i] += amount
+        return Reserved(refused=None, used=tuple(used), first=tuple(first))
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
         self.settle_now(counters, deltas, token)
@@ -108,23 +140,24 @@ class MemoryCounters:
     def settle_now(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
         for c, delta in zip(counters, deltas, strict=True):
             if c.kind is CounterKind.WINDOW:
+                if not delta:
+                    continue
                 window = self._windows.get(c.key)
                 # A bucket already out of the window took its charge with it.
-                if delta and window is not None and c.bucket in window.buckets:
+                if window is not None and c.bucket in window.buckets:
                     window.buckets[c.bucket] += delta
                     window.total += delta
             else:
                 leases = self._leases.get(c.key)
                 if leases is not None:
-                    leases.pop(token, None)
+                    leases.open.pop(token, None)
 
     async def close(self) -> None:
         self._windows.clear()
         self._leases.clear()
-        self._expires.clear()
 
     def _sweep(self, now: float) -> None:
-        for key in [k for k, exp in self._expires.items() if exp <= now]:
-            del self._expires[key]
-            self._windows.pop(key, None)
-            self._leases.pop(key, None)
+        for key in [k for k, w in self._windows.items() if w.expires <= now]:
+            del self._windows[key]
+        for key in [k for k, leases in self._leases.items() if leases.expires <= now]:
+            del self._leases[key]

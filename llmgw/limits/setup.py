@@ -1,4 +1,5 @@
-"""Build the limiter from ``[limits]`` and close its store with the application."""
+"""Build the limiter from ``[limits]``; open its policy store and close its counters with
+the application."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..config import GatewayConfig
-from ..keys import LIMITER
+from ..keys import DATABASE, LIMIT_POLICIES, LIMITER
 from ..pricing import price_table
 from .counters import CounterBackend
 from .limiter import Limiter
 from .memory import MemoryCounters
+from .source import CachedPolicies
+from .store import LimitPolicyStore
 
 __all__ = ("build_limiter", "limits_ctx")
 
 
-def build_limiter(config: GatewayConfig) -> Limiter:
-    """The limiter ``[limits]`` describes (the Redis client connects lazily, on first use)."""
+def build_limiter(config: GatewayConfig, *, policies: CachedPolicies | None = None) -> Limiter:
+    """The limiter ``[limits]`` describes (the Redis client connects lazily, on first use);
+    ``policies`` are the per-entity limit sets, bound to the database by :func:`limits_ctx`."""
     cfg = config.limits
     counters: CounterBackend
     if cfg.backend == "redis":
@@ -30,6 +34,7 @@ def build_limiter(config: GatewayConfig) -> Limiter:
     return Limiter(
         counters,
         defaults=cfg.defaults,
+        source=policies,
         prices=price_table(config.pricing),
         fail_open=cfg.failure_mode == "fail_open",
         key_prefix=cfg.key_prefix,
@@ -39,8 +44,16 @@ def build_limiter(config: GatewayConfig) -> Limiter:
 
 
 async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Close the limiter's counter store (the Redis connection pool) at shutdown."""
+    """Open the policy store on ``app[DATABASE]`` (when ``app[LIMIT_POLICIES]`` is set; the
+    database context must come first) and close the counter store at shutdown."""
+    policies = app.get(LIMIT_POLICIES)
+    if policies is not None:
+        store = LimitPolicyStore(app[DATABASE])
+        await store.open()
+        policies.store = store
     try:
         yield
     finally:
+        if policies is not None:
+            policies.store = None
         await app[LIMITER].counters.close()

@@ -1,7 +1,7 @@
 """Usage records, their stores, the off-path writer and the reports."""
 
 from .journal import Journal, SpillFile
-from .record import DISCARDED, UsageRecord, closed_record, open_record
+from .record import DISCARDED, UsageRecord
 from .report import (
     GROUP_BY,
     UsageGroup,
@@ -10,6 +10,7 @@ from .report import (
     usage_report_handler,
     usage_routes,
 )
+from .state import PendingRecord, RecordEntry, closed_record, open_record
 from .store import MemoryUsageStore, SQLUsageStore, UsageStore
 from .writer import FullQueuePolicy, UsageSink, UsageWriter
 
@@ -19,6 +20,8 @@ __all__ = (
     "FullQueuePolicy",
     "Journal",
     "MemoryUsageStore",
+    "PendingRecord",
+    "RecordEntry",
     "SQLUsageStore",
     "SpillFile",
     "UsageGroup",

@@ -9,13 +9,13 @@ journals and the store is written in batches later.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..log import relay_logger
 from .record import UsageRecord
+from .state import RecordEntry, parse_lines
 
 __all__ = ("Journal", "SpillFile", "read_records")
 
@@ -26,15 +26,7 @@ def read_records(path: Path) -> list[UsageRecord]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
-    out = []
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(UsageRecord.from_json(json.loads(line)))
-        except (ValueError, TypeError) as exc:
-            relay_logger.warning("usage journal %s: skipped an unreadable line: %s", path, exc)
-    return out
+    return parse_lines(data.splitlines(), str(path))
 
 
 def _open_append(path: Path) -> int:
@@ -64,16 +56,16 @@ class Journal:
         self._fd = _open_append(self.path)
         self.size = os.fstat(self._fd).st_size
 
-    def append(self, record: UsageRecord) -> None:
+    def append(self, entry: RecordEntry) -> None:
         assert self._fd is not None, "Journal.open() first"
-        line = record.dumps()
+        line = entry.journal_line()
         os.write(self._fd, line)
         self.size += len(line)
 
-    def checkpoint(self, unsettled: Iterable[UsageRecord]) -> None:
+    def checkpoint(self, unsettled: Iterable[RecordEntry]) -> None:
         """Replace the file by one holding only ``unsettled``; atomic (rename)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        data = b"".join(r.dumps() for r in unsettled)
+        data = b"".join(r.snapshot_lines() for r in unsettled)
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, self.path)
@@ -113,10 +105,10 @@ class SpillFile:
         for path in (self.draining_path, self.path):
             path.unlink(missing_ok=True)
 
-    def append(self, record: UsageRecord) -> None:
+    def append(self, entry: RecordEntry) -> None:
         if self._fd is None:
             self._fd = _open_append(self.path)
-        os.write(self._fd, record.dumps())
+        os.write(self._fd, entry.snapshot_lines())  # self-contained: drained on its own
         self.count += 1
 
     @property

@@ -1,8 +1,9 @@
-"""One usage record: a flat, frozen row built from the request context.
+"""One usage record: a flat, frozen row of what a proxied request consumed.
 
 A record is written twice: *open* (``outcome = in_flight``) before the upstream is called,
 and *closed* once the relay returned, whatever happened. Both states share the request id,
-so every store keeps one row per request and a closed row is never reopened.
+so every store keeps one row per request and a closed row is never reopened. The request
+path takes cheap snapshots instead (state.py); the writer builds records from them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import RequestContext
 from ..usage import Outcome
 
-__all__ = ("DISCARDED", "UsageRecord", "closed_record", "open_record")
+__all__ = ("DISCARDED", "UsageRecord")
 
 #: The closing state of a request that never became a proxied call: stores delete its open
 #: row instead of keeping it.
@@ -100,81 +100,15 @@ class UsageRecord:
         """One journal line (compact JSON, newline-terminated)."""
         return _ENCODER.encode(self.to_json()).encode() + b"\n"
 
+    # The writer's RecordEntry protocol (see state.py): a whole record is its own line.
+    journal_line = dumps
+    snapshot_lines = dumps
+
+    def record(self) -> UsageRecord:
+        return self
+
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
 _values = operator.attrgetter(*_FIELD_NAMES)
 # Records hold no cycles; skipping the check is a measurable share of a journal append.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
-def open_record(ctx: RequestContext) -> UsageRecord:
-    """The record as known before the upstream is called (identity, session, model if read)."""
-    identity = ctx.identity
-    return UsageRecord(
-        request_id=ctx.request_id,
-        started_at=ctx.started_at,
-        key_id=identity.key_id if identity else None,
-        user=identity.user if identity else None,
-        team=identity.team if identity else None,
-        project=identity.project if identity else None,
-        session_id=ctx.session_id,
-        agent_id=ctx.agent_id,
-        client_format=ctx.client_format.value if ctx.client_format else None,
-        operation=ctx.operation.value if ctx.operation else None,
-        stream=ctx.stream,
-        requested_model=ctx.requested_model,
-    )
-
-
-def closed_record(ctx: RequestContext, cost_micros: int | None) -> UsageRecord:
-    """The final record, read from the context after the relay returned."""
-    usage = ctx.usage
-    outcome = ctx.outcome
-    identity = ctx.identity
-    return UsageRecord(
-        request_id=ctx.request_id,
-        started_at=ctx.started_at,
-        outcome=outcome.value,
-        finished_at=ctx.started_at + ctx.duration,
-        key_id=identity.key_id if identity else None,
-        user=identity.user if identity else None,
-        team=identity.team if identity else None,
-        project=identity.project if identity else None,
-        session_id=ctx.session_id,
-        agent_id=ctx.agent_id,
-        client_format=ctx.client_format.value if ctx.client_format else None,
-        operation=ctx.operation.value if ctx.operation else None,
-        stream=ctx.stream,
-        provider=ctx.provider,
-        deployment=ctx.deployment.name if ctx.deployment else None,
-        attempts=tuple(
-            {
-                "deployment": a.deployment,
-                "provider": a.provider,
-                "status": a.status,
-                "error": a.error,
-                "duration": round(a.duration, 6),
-            }
-            for a in ctx.attempts
-        ),
-        requested_model=ctx.requested_model,
-        upstream_model=ctx.upstream_model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_creation_tokens=usage.cache_creation_input_tokens,
-        cache_creation_5m_tokens=usage.cache_creation_5m_tokens,
-        cache_creation_1h_tokens=usage.cache_creation_1h_tokens,
-        cache_read_tokens=usage.cache_read_input_tokens,
-        thinking_tokens=usage.thinking_tokens,
-        server_tool_use=dict(usage.server_tool_use),
-        estimated=usage.estimated,
-        parse_error=usage.parse_error,
-        stop_reason=usage.stop_reason,
-        message_id=usage.message_id,
-        ttfb=ctx.ttfb,
-        duration=ctx.duration,
-        bytes_out=ctx.bytes_out,
-        status=ctx.status,
-        error=ctx.error,
-        cost_micros=cost_micros,
-    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -81,6 +82,10 @@ _RENAMED = {"user": "user_name"}
 _JSON_FIELDS = ("attempts", "server_tool_use")
 _BOOL_FIELDS = ("stream", "estimated")
 _FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_values = operator.attrgetter(*_FIELDS)
+_AT_ATTEMPTS, _AT_TOOLS = _FIELDS.index("attempts"), _FIELDS.index("server_tool_use")
+_AT_STREAM, _AT_ESTIMATED = _FIELDS.index("stream"), _FIELDS.index("estimated")
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _COLUMNS = (*(_RENAMED.get(name, name) for name in _FIELDS), "day")
 _SQL_TYPES: Mapping[str, str] = {
     "request_id": "TEXT PRIMARY KEY",
@@ -207,14 +212,14 @@ class SQLUsageStore:
 
 
 def _row(record: UsageRecord) -> list[Any]:
-    values: list[Any] = []
-    for name in _FIELDS:
-        value = getattr(record, name)
-        if name in _JSON_FIELDS:
-            value = json.dumps(list(value) if name == "attempts" else value)
-        elif name in _BOOL_FIELDS:
-            value = int(value)
-        values.append(value)
+    # Runs for every record in the writer task, on the event loop: one C attrgetter call and
+    # four patched slots instead of a Python loop over 40 fields.
+    values = list(_values(record))
+    attempts, tools = record.attempts, record.server_tool_use
+    values[_AT_ATTEMPTS] = _ENCODE(list(attempts)) if attempts else "[]"
+    values[_AT_TOOLS] = _ENCODE(tools) if tools else "{}"
+    values[_AT_STREAM] = int(record.stream)
+    values[_AT_ESTIMATED] = int(record.estimated)
     values.append(record.day)
     return values
 

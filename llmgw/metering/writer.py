@@ -1,13 +1,13 @@
 """The usage writer: journal on the request path, batched store writes off it.
 
-``submit()`` appends the record to the journal (a few microseconds, survives SIGKILL) and
-puts it on a bounded queue; one task drains the queue into the store in batches. When the
-queue is full the policy decides, and neither choice drops a record:
+``submit()`` appends the record state to the journal (one ``write()``, survives SIGKILL)
+and to a bounded buffer; one task drains the buffer into the store in batches. When the
+buffer is full the policy decides, and neither choice drops a record:
 
 * ``block`` (default): ``submit()`` waits for room. Requests slow down to the store's
-  pace; nothing is held in memory beyond the queue.
+  pace; nothing is held in memory beyond the buffer.
 * ``spill``: the record goes to a spill file next to the journal and is written when the
-  queue has drained. Requests never wait; the disk absorbs the backlog.
+  buffer has drained. Requests never wait; the disk absorbs the backlog.
 
 A store that fails is retried with backoff, forever; records stay in the journal meanwhile
 and are replayed by the next start if the process dies first. On start, records the
@@ -21,12 +21,13 @@ import contextlib
 import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..log import relay_logger
 from ..usage import Outcome
 from .journal import Journal, SpillFile
 from .record import UsageRecord
+from .state import RecordEntry
 from .store import UsageStore
 
 __all__ = ("FullQueuePolicy", "UsageSink", "UsageWriter", "settle")
@@ -42,22 +43,31 @@ class FullQueuePolicy(enum.StrEnum):
 class UsageSink(Protocol):
     """Takes record states from the metering middleware; must not block on storage."""
 
-    async def submit(self, record: UsageRecord) -> None: ...
+    async def submit(self, entry: RecordEntry) -> None: ...
 
 
-def settle(records: Iterable[UsageRecord]) -> list[UsageRecord]:
+_E = TypeVar("_E", bound=RecordEntry)
+
+
+def settle(entries: Iterable[_E]) -> list[_E]:
     """One state per request: a closed state beats an open one, else the later wins."""
-    latest: dict[str, UsageRecord] = {}
-    for record in records:
-        current = latest.get(record.request_id)
-        if current is not None and not current.is_open and record.is_open:
+    latest: dict[str, _E] = {}
+    for entry in entries:
+        request_id = entry.request_id
+        current = latest.get(request_id)
+        if current is not None and not current.is_open and entry.is_open:
             continue
-        latest[record.request_id] = record
+        latest[request_id] = entry
     return list(latest.values())
 
 
 class UsageWriter:
-    """Owns the journal, the queue and the task that writes batches to ``store``."""
+    """Owns the journal, the pending buffer and the task that writes batches to ``store``.
+
+    Submitting appends to a list; the task is woken once per batch (by the first entry, a
+    full batch or :meth:`flush`), not once per entry: an ``asyncio.Queue`` hand-off per
+    record costs a task step each, more than the rest of a request's metering.
+    """
 
     def __init__(
         self,
@@ -80,16 +90,23 @@ class UsageWriter:
         self.journal = journal
         self.spill = spill
         self.on_full = on_full
+        self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.checkpoint_bytes = checkpoint_bytes
-        #: ``None`` is a wake-up: the batch being collected is written without waiting.
-        self._queue: asyncio.Queue[UsageRecord | None] = asyncio.Queue(queue_size)
+        #: Submitted, not taken by the task yet (at most ``queue_size``).
+        self._pending: list[RecordEntry] = []
+        #: Set when the task should look at ``_pending`` (first entry, full batch, flush).
+        self._wake = asyncio.Event()
+        #: Set when the task took entries out (``block`` submitters wait for it).
+        self._room = asyncio.Event()
+        #: Set each time the task finished a round; :meth:`flush` waits for it.
+        self._round = asyncio.Event()
+        self._hurry = False
+        self._busy = False
         #: Every record state the store does not hold yet, by request id (checkpoints).
-        self._unsettled: dict[str, UsageRecord] = {}
+        self._unsettled: dict[str, RecordEntry] = {}
         self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.committed = 0
         self.spilled = 0
 
@@ -125,7 +142,7 @@ class UsageWriter:
         return len(replay)
 
     async def stop(self, *, grace: float = 10.0) -> None:
-        """Write everything queued (for at most ``grace`` seconds), then stop the task.
+        """Write everything submitted (for at most ``grace`` seconds), then stop the task.
 
         Whatever could not be written stays in the journal for the next start.
         """
@@ -139,7 +156,7 @@ class UsageWriter:
                 await self._task
             self._task = None
         if self.journal is not None:
-            if not self._unsettled and self._queue.empty():
+            if not self._unsettled and not self._pending:
                 self.journal.checkpoint(())
             self.journal.close()
         if self.spill is not None:
@@ -149,91 +166,88 @@ class UsageWriter:
         """Return once every record submitted so far is in the store."""
         if self._task is None:
             raise RuntimeError("UsageWriter.flush(): the writer is not running")
-        while True:
-            with contextlib.suppress(asyncio.QueueFull):  # a full queue needs no wake-up
-                self._queue.put_nowait(None)
-            await self._queue.join()
-            await self._idle.wait()
-            if self._queue.empty() and not (self.spill is not None and self.spill.pending):
-                return
-            await asyncio.sleep(self.flush_interval)
+        while self._pending or self._busy or (self.spill is not None and self.spill.pending):
+            self._hurry = True
+            self._round.clear()
+            self._wake.set()
+            await self._round.wait()
 
     # -- request path ------------------------------------------------------------------
 
-    async def submit(self, record: UsageRecord) -> None:
-        """Journal ``record`` and queue it; waits only when the queue is full (``block``)."""
+    async def submit(self, entry: RecordEntry) -> None:
+        """Journal ``entry`` and buffer it; waits only when the buffer is full (``block``)."""
         if self.journal is not None:
-            self.journal.append(record)
-            self._unsettled[record.request_id] = record
-        try:
-            self._queue.put_nowait(record)
+            self.journal.append(entry)
+            self._unsettled[entry.request_id] = entry
+        pending = self._pending
+        size = len(pending)
+        if size < self.queue_size:
+            pending.append(entry)
+            if size == 0 or size + 1 == self.batch_size:
+                self._wake.set()
             return
-        except asyncio.QueueFull:
-            pass
         if self.on_full is FullQueuePolicy.SPILL:
             assert self.spill is not None
-            self.spill.append(record)
+            self.spill.append(entry)
             self.spilled += 1
-            if not record.is_open:
+            if not entry.is_open:
                 # On disk in the spill file now; the journal need not carry it too.
-                self._unsettled.pop(record.request_id, None)
+                self._unsettled.pop(entry.request_id, None)
             return
-        await self._queue.put(record)
+        while len(pending) >= self.queue_size:
+            self._room.clear()
+            self._wake.set()  # a full buffer is a batch: no point waiting for more
+            await self._room.wait()
+        pending.append(entry)
+        self._wake.set()
 
     # -- writer task -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if self._queue.empty() and self.spill is not None and self.spill.pending:
-                await self._drain_spill()
+            self._round.set()
+            if not self._pending:
+                if self.spill is not None and self.spill.pending:
+                    await self._drain_spill()
+                    continue
+                # Records spill only while the buffer is full, so the spill file is looked
+                # at above before the buffer can run empty again: no polling needed.
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            try:
-                async with asyncio.timeout(self.flush_interval if self.spill else None):
-                    first = await self._queue.get()
-            except TimeoutError:
-                continue
-            self._idle.clear()
-            hurry = first is None
-            taken = 1
-            batch = [] if first is None else [first]
-            deadline = loop.time() + self.flush_interval
-            while len(batch) < self.batch_size:
-                item: UsageRecord | None
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if hurry or remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            item = await self._queue.get()
-                    except TimeoutError:
-                        break
-                taken += 1
-                if item is None:
-                    hurry = True
-                else:
-                    batch.append(item)
+            if not self._hurry and len(self._pending) < self.batch_size:
+                # Give the batch a flush interval to fill; a full batch or flush() cuts it.
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._wake.wait()
+            if len(self._pending) <= self.batch_size:
+                self._hurry = False
+            batch = self._pending[: self.batch_size]
+            del self._pending[: self.batch_size]
+            self._room.set()
             if batch:
-                await self._commit(batch)
-            for _ in range(taken):
-                self._queue.task_done()
-            self._idle.set()
+                self._busy = True
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._busy = False
 
     async def _drain_spill(self) -> None:
         assert self.spill is not None
-        self._idle.clear()
-        records = settle(self.spill.take())
-        for i in range(0, len(records), self.batch_size):
-            await self._commit(records[i : i + self.batch_size])
-        self.spill.drained()
-        self._idle.set()
+        self._busy = True
+        try:
+            records = settle(self.spill.take())
+            for i in range(0, len(records), self.batch_size):
+                await self._commit(records[i : i + self.batch_size])
+            self.spill.drained()
+        finally:
+            self._busy = False
 
-    async def _commit(self, batch: Sequence[UsageRecord]) -> None:
+    async def _commit(self, batch: Sequence[RecordEntry]) -> None:
         """Write until it succeeds; a store outage must not lose records."""
-        rows = settle(batch)
+        entries = settle(batch)
+        rows = [entry.record() for entry in entries]
         assert self.store is not None
         backoff = 0.05
         while True:
@@ -253,11 +267,12 @@ class UsageWriter:
         self.committed += len(rows)
         if self.journal is None:
             return
-        for record in rows:
-            if not record.is_open and self._unsettled.get(record.request_id) is record:
-                del self._unsettled[record.request_id]
-        if self.journal.size > self.checkpoint_bytes or (not self._unsettled and self.journal.size):
-            self.journal.checkpoint(self._unsettled.values())
+        unsettled = self._unsettled
+        for entry in entries:
+            if not entry.is_open and unsettled.get(entry.request_id) is entry:
+                del unsettled[entry.request_id]
+        if self.journal.size > self.checkpoint_bytes or (not unsettled and self.journal.size):
+            self.journal.checkpoint(unsettled.values())
 
 
 def _as_incomplete(record: UsageRecord) -> UsageRecord:

@@ -5,6 +5,7 @@ from .auth import auth_middleware
 from .errors import errors_middleware
 from .limits import limits_middleware
 from .metering import metering_middleware
+from .routing import routing_middleware
 
 __all__ = (
     "audit_middleware",
@@ -12,4 +13,5 @@ __all__ = (
     "errors_middleware",
     "limits_middleware",
     "metering_middleware",
+    "routing_middleware",
 )

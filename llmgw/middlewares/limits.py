@@ -71,11 +71,12 @@ def limits_middleware(
         try:
             return await handler(request)
         finally:
-            # Settle even when this task is being cancelled: the shielded task finishes.
-            task = asyncio.ensure_future(limiter.settle(res, ctx))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            await asyncio.shield(task)
+            if not limiter.settle_nowait(res, ctx):
+                # Settle even when this task is being cancelled: the shielded task finishes.
+                task = asyncio.ensure_future(limiter.settle(res, ctx))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                await asyncio.shield(task)
 
     return _limits
 

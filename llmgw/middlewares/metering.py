@@ -10,13 +10,12 @@ touches storage itself: it hands each record state to a :class:`UsageSink` (the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 from aiohttp import web
 
 from ..context import RequestContext, get_context
-from ..metering.record import DISCARDED, UsageRecord, closed_record, open_record
+from ..metering.state import PendingRecord, close_snapshot, discard_snapshot, open_snapshot
 from ..metering.writer import UsageSink
 from ..pricing import PriceTable
 from ..typedefs import Handler, Middleware, Operation
@@ -75,16 +74,19 @@ def metering_middleware(sink: UsageSink, *, prices: PriceTable | None = None) ->
 
     On the way out it sets ``ctx.cost_micros`` (and settles ``ctx.outcome``/``ctx.status``
     for requests the relay never finished), so limits and audit, which run outside, read the
-    closed record's numbers from the context.
+    closed record's numbers from the context. Both halves only snapshot the context into
+    tuples for the sink (see :mod:`llmgw.metering.state`): records are built off the path.
     """
     table = prices if prices is not None else PriceTable()
+    submit = sink.submit
 
     @web.middleware
     async def _metering(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method != "POST":
             return await handler(request)
         ctx = get_context(request)
-        await sink.submit(open_record(ctx))
+        opened = open_snapshot(ctx)
+        await submit(PendingRecord(opened))
         status: int | None = None
         cancelled = False
         try:
@@ -101,14 +103,12 @@ def metering_middleware(sink: UsageSink, *, prices: PriceTable | None = None) ->
             status = 500
             raise
         finally:
-            record: UsageRecord
             if ctx.operation is None:
                 # Never became a proxied call (bad body, unknown path, a local endpoint).
-                record = dataclasses.replace(open_record(ctx), outcome=DISCARDED)
+                await submit(PendingRecord(opened, discard_snapshot(ctx)))
             else:
                 _settle_outcome(ctx, status, cancelled)
-                ctx.cost_micros = request_cost(ctx, table)
-                record = closed_record(ctx, ctx.cost_micros)
-            await sink.submit(record)
+                ctx.cost_micros = cost = request_cost(ctx, table)
+                await submit(PendingRecord(opened, close_snapshot(ctx, cost)))
 
     return _metering

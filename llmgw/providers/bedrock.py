@@ -19,6 +19,7 @@ from typing import Any
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..betas import BEDROCK_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
@@ -27,7 +28,8 @@ from .base import UpstreamCall, UpstreamRequest
 __all__ = ("BedrockProvider", "bedrock_provider")
 
 BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
-_OPTIONS = frozenset({"region", "profile", "bearer_token_env"})
+_STR_OPTIONS = frozenset({"region", "profile", "bearer_token_env"})
+_OPTIONS = _STR_OPTIONS | {"betas", "allowed_betas"}
 
 
 def _botocore() -> Any:
@@ -50,7 +52,9 @@ def _action(call: UpstreamCall) -> str:
 
 class BedrockProvider:
     """Calls ``bedrock-runtime`` in ``region`` (or ``base_url``) with the gateway's own AWS
-    identity. ``bearer_token`` (a Bedrock API key) replaces SigV4 when set."""
+    identity. ``bearer_token`` (a Bedrock API key) replaces SigV4 when set.
+    ``beta_policy`` filters translated requests (:mod:`llmgw.betas`); by default to the
+    betas Bedrock is known to accept."""
 
     __slots__ = (
         "_boto",
@@ -59,6 +63,7 @@ class BedrockProvider:
         "_session",
         "base_url",
         "bearer_token",
+        "beta_policy",
         "name",
         "region",
     )
@@ -72,9 +77,11 @@ class BedrockProvider:
         bearer_token: str | None = None,
         profile: str | None = None,
         credentials: Any = None,
+        beta_policy: BetaPolicy | None = None,
     ) -> None:
         self.name = name
         self.region = region
+        self.beta_policy = beta_policy or BetaPolicy.filter(BEDROCK_BETAS)
         self.base_url = (base_url or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
         self.bearer_token = bearer_token
         self._boto = _botocore()
@@ -149,7 +156,7 @@ def bedrock_provider(
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ConfigError(f"providers.{name}.{unknown[0]}: unknown bedrock option")
-    for key in _OPTIONS:
+    for key in _STR_OPTIONS:
         if key in options and not isinstance(options[key], str):
             raise ConfigError(f"providers.{name}.{key}: expected a string")
     region = (
@@ -169,4 +176,5 @@ def bedrock_provider(
         base_url=base_url,
         bearer_token=token,
         profile=options.get("profile"),
+        beta_policy=beta_policy_from_options(name, options, BEDROCK_BETAS),
     )

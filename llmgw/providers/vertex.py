@@ -17,6 +17,7 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..betas import VERTEX_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
@@ -26,7 +27,8 @@ __all__ = ("VertexProvider", "vertex_base_url", "vertex_provider")
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 _REFRESH_MARGIN = dt.timedelta(minutes=5)
-_OPTIONS = frozenset({"project", "region", "credentials_file", "access_token_env"})
+_STR_OPTIONS = frozenset({"project", "region", "credentials_file", "access_token_env"})
+_OPTIONS = _STR_OPTIONS | {"betas", "allowed_betas", "model_regions"}
 
 
 def vertex_base_url(region: str) -> str:
@@ -76,15 +78,20 @@ class VertexProvider:
     """Calls ``publishers/anthropic`` models in ``project``/``region`` with the gateway's own
     Google identity. ``access_token`` pins a static token (tests, external token brokers);
     ``credentials`` takes any google-auth credentials object (``token``, ``expiry``,
-    ``refresh(request)``)."""
+    ``refresh(request)``). ``model_regions`` sends some models to another region (Claude
+    Code's ``VERTEX_REGION_CLAUDE_*``): keyed by the model id, or by the id without its
+    ``@version``. ``beta_policy`` filters translated requests (:mod:`llmgw.betas`)."""
 
     __slots__ = (
+        "_base_url_fixed",
         "_credentials",
         "_credentials_file",
         "_lock",
         "_request_factory",
         "access_token",
         "base_url",
+        "beta_policy",
+        "model_regions",
         "name",
         "project",
         "region",
@@ -101,11 +108,17 @@ class VertexProvider:
         credentials: Any = None,
         credentials_file: str | None = None,
         request_factory: Callable[[], Any] = _transport_request,
+        model_regions: Mapping[str, str] | None = None,
+        beta_policy: BetaPolicy | None = None,
     ) -> None:
         self.name = name
         self.project = project
         self.region = region
         self.base_url = (base_url or vertex_base_url(region)).rstrip("/")
+        # A configured base URL (a proxy, a test fake) serves every region.
+        self._base_url_fixed = base_url is not None
+        self.model_regions = dict(model_regions or {})
+        self.beta_policy = beta_policy or BetaPolicy.filter(VERTEX_BETAS)
         self.access_token = access_token
         self._credentials = credentials
         self._credentials_file = credentials_file
@@ -167,6 +180,11 @@ class VertexProvider:
                 raise BadGatewayError("Google credentials returned no access token")
             return token
 
+    def region_for(self, model: str) -> str:
+        """The region serving ``model``: its ``model_regions`` entry, else ``region``."""
+        regions = self.model_regions
+        return regions.get(model) or regions.get(model.partition("@")[0]) or self.region
+
     async def build(self, call: UpstreamCall) -> UpstreamRequest:
         token = await self.token()
         if self.project is None:
@@ -176,11 +194,13 @@ class VertexProvider:
         else:
             method = "streamRawPredict" if call.stream else "rawPredict"
             target = f"{quote_model_id(call.model)}:{method}"
+        region = self.region_for(call.model)
         path = (
-            f"/projects/{quote(self.project, safe='')}/locations/{quote(self.region, safe='')}"
+            f"/projects/{quote(self.project, safe='')}/locations/{quote(region, safe='')}"
             f"/publishers/anthropic/models/{target}"
         )
-        url = URL(self.base_url + path, encoded=True)
+        base = self.base_url if self._base_url_fixed else vertex_base_url(region)
+        url = URL(base + path, encoded=True)
         headers = CIMultiDict(call.headers)
         headers.popall("x-goog-api-key", None)
         headers["content-type"] = "application/json"
@@ -195,9 +215,14 @@ def vertex_provider(
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise ConfigError(f"providers.{name}.{unknown[0]}: unknown vertex option")
-    for key in _OPTIONS:
+    for key in _STR_OPTIONS:
         if key in options and not isinstance(options[key], str):
             raise ConfigError(f"providers.{name}.{key}: expected a string")
+    regions = options.get("model_regions", {})
+    if not isinstance(regions, Mapping) or not all(
+        isinstance(r, str) and r for r in regions.values()
+    ):
+        raise ConfigError(f"providers.{name}.model_regions: expected a table of model = region")
     region = options.get("region") or os.environ.get("CLOUD_ML_REGION")
     if not region:
         raise ConfigError(f"providers.{name}.region: required (or set CLOUD_ML_REGION)")
@@ -213,4 +238,6 @@ def vertex_provider(
         base_url=base_url,
         access_token=token,
         credentials_file=options.get("credentials_file"),
+        model_regions=regions,
+        beta_policy=beta_policy_from_options(name, options, VERTEX_BETAS),
     )

@@ -30,6 +30,7 @@ from yarl import URL
 from llmgw.demo import estimate_tokens, message_events, message_json, new_id
 from llmgw.wire import encode_bedrock_chunk, encode_bedrock_exception
 from tests.fakes.anthropic import Recorded, Reply
+from tests.fakes.strict import BEDROCK_ACCEPTED_BETAS, strict_violation
 
 __all__ = (
     "REPORTED_MODEL",
@@ -104,8 +105,15 @@ class FakeBedrock:
         secret_key: str = TEST_SECRET_KEY,
         bearer_token: str | None = None,
         reported_model: str = REPORTED_MODEL,
+        strict: bool = False,
+        accepted_betas: frozenset[str] = BEDROCK_ACCEPTED_BETAS,
     ) -> None:
         self.replies: deque[Reply] = deque(replies)
+        #: Validate betas and body fields as real Bedrock does (400 ``invalid beta flag``...).
+        self.strict = strict
+        self.accepted_betas = accepted_betas
+        #: The 400 messages strict mode answered with.
+        self.rejections: list[str] = []
         self.region = region
         self.access_key = access_key
         self.secret_key = secret_key
@@ -180,6 +188,11 @@ class FakeBedrock:
         beta = body.get("anthropic_beta")
         if beta is not None and not isinstance(beta, list):
             return _error(400, "ValidationException", "anthropic_beta: expected type: JSONArray")
+        if self.strict:
+            refused = strict_violation(body, beta or [], self.accepted_betas)
+            if refused is not None:
+                self.rejections.append(refused)
+                return _error(400, "ValidationException", refused)
         content: dict[str, Any] = {
             "model": reply.model or self.reported_model,
             "text": reply.text,

@@ -19,6 +19,7 @@ from yarl import URL
 
 from llmgw.demo import estimate_tokens, message_events, message_json, new_id
 from tests.fakes.anthropic import FakeAnthropic, Recorded, Reply
+from tests.fakes.strict import VERTEX_ACCEPTED_BETAS, strict_violation
 
 __all__ = ("TEST_TOKEN", "FakeVertex")
 
@@ -45,8 +46,14 @@ class FakeVertex(FakeAnthropic):
         project: str = "llmgw-test-project",
         region: str = "us-east5",
         reported_model: str = REPORTED_MODEL,
+        strict: bool = False,
+        accepted_betas: frozenset[str] = VERTEX_ACCEPTED_BETAS,
     ) -> None:
         super().__init__(*replies)
+        #: Validate the ``anthropic-beta`` header and body fields (Anthropic-envelope 400s).
+        self.strict = strict
+        self.accepted_betas = accepted_betas
+        self.rejections: list[str] = []
         self.token = token
         self.project = project
         self.region = region
@@ -91,6 +98,19 @@ class FakeVertex(FakeAnthropic):
             return web.json_response({"input_tokens": estimate_tokens(body)}, headers=headers)
         if "model" in body:
             return _google_error(400, "INVALID_ARGUMENT", "model: Extra inputs are not permitted")
+        if self.strict:
+            betas = [
+                b.strip()
+                for value in recorded.headers.getall("anthropic-beta", ())
+                for b in value.split(",")
+                if b.strip()
+            ]
+            refused = strict_violation(body, betas, self.accepted_betas)
+            if refused is not None:
+                self.rejections.append(refused)
+                # Model-level validation comes back in the Anthropic envelope.
+                error = {"type": "invalid_request_error", "message": refused}
+                return web.json_response({"type": "error", "error": error}, status=400)
         content: dict[str, Any] = {
             "model": reply.model or self.reported_model,
             "text": reply.text,
