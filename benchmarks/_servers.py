@@ -1,7 +1,9 @@
 """The processes `relay.py` measures, each run as its own child: `python _servers.py ROLE ...`.
 
 * `upstream`: a fast fake provider. Every answer is pre-built bytes (see `PAYLOADS`), so the
-  upstream costs as little CPU as possible and the same bytes can be checked on arrival.
+  upstream costs as little CPU as possible and the same bytes can be checked on arrival: SSE
+  for the Messages API, the same events as Bedrock event-stream frames for
+  `POST /model/{id}/invoke-with-response-stream`.
 * `naive`: the in-run reference proxy — one shared `ClientSession`, `iter_any()` → `write()`,
   nothing else. What any aiohttp proxy costs at least; llmgw is judged against it.
 * `gateway`: llmgw from `make_app`, or from an app factory (`module:function`, called with the

@@ -13,8 +13,8 @@ one lock), kept here as the A/B baseline for ``sync``.
     python benchmarks/audit.py [--requests 300] [--seconds 2] [--concurrency 16]
 
 Variant configs (also for benchmarks/relay.py), on top of the same gateway config:
-``off``: no ``[audit]`` table; ``batched``: ``[audit] enabled = true`` (mode ``batched``,
-SQLite at ``storage.url``); ``sync``: ``[audit] enabled = true, mode = "sync"``.
+``off``: ``[audit] enabled = false``; ``batched``: the default (no ``[audit]`` table: mode
+``batched``, SQLite at ``storage.url``); ``sync``: ``[audit] mode = "sync"``.
 """
 
 from __future__ import annotations
@@ -154,9 +154,12 @@ async def main(args: argparse.Namespace) -> None:
         try:
             upstream = await serve(upstream_app(), runners)
             urls = {}
+            writers: dict[str, AuditWriter] = {}
             for v in VARIANTS:
                 app = make_app(config(v, upstream, Path(tmpdir)))
                 urls[v] = await serve(app, runners) + "/v1/messages"
+                if v != "off":
+                    writers[v] = app[AUDIT]
                 if v == "sync-serial":
                     serialise_commits(app)
             lat: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -175,6 +178,8 @@ async def main(args: argparse.Namespace) -> None:
                         )
                         rps[v].append(r)
                         cpu[v].append(c)
+            sync = writers["sync"]
+            group = f"{sync.committed} records in {sync.commits} commits"
         finally:
             for runner in reversed(runners):
                 await runner.cleanup()
@@ -195,6 +200,7 @@ async def main(args: argparse.Namespace) -> None:
             f" {r:8.0f} {(r / base_rps - 1) * 100:+7.1f}% {c * 1e6:7.0f}us"
             f" {(c / base_cpu - 1) * 100:+7.1f}%"
         )
+    print(f"sync group commit: {group} (sync-serial: one commit per record)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What llmgw costs a stream: direct vs a naive aiohttp proxy vs llmgw variants, in one run.
 
-    python benchmarks/relay.py                       # the full run: every variant, ~15 min
+    python benchmarks/relay.py                       # the full run: every variant, ~20 min
     python benchmarks/relay.py --quick               # a smoke run (every variant works)
     python benchmarks/relay.py --cases short --variants llmgw+auth,llmgw+routing
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -147,7 +148,8 @@ def _progress(variant: str, case: str, sample: Sample) -> str:
 
 
 async def _redis_rtt(url: str, prefix: str, *, cleanup: bool = False) -> float:
-    """Median PING round trip (ms); with `cleanup`, deletes this run's keys instead."""
+    """Median PING round trip (ms); with `cleanup`, deletes this run's keys instead (and
+    returns how many there were)."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
@@ -156,7 +158,7 @@ async def _redis_rtt(url: str, prefix: str, *, cleanup: bool = False) -> float:
             keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
             for i in range(0, len(keys), 500):
                 await client.delete(*keys[i : i + 500])
-            return 0.0
+            return float(len(keys))
         times = []
         for _ in range(200):
             start = time.perf_counter()
@@ -211,8 +213,12 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]
     samples: dict[str, list[Sample]] = {v.name: [] for v in variants}
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmpdir:
-        tmp = Path(tmpdir)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = Path(tempfile.mkdtemp(prefix="llmgw-bench-"))
+            print(f"keeping configs, logs and databases in {tmp}", file=sys.stderr)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmgw-bench-")))
         connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
         timeout = aiohttp.ClientTimeout(total=120, sock_read=30)
         try:
@@ -256,7 +262,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]
             for child in list(children):
                 await stop_child(child, children)
             if uses_redis:
-                await _redis_rtt(args.redis, prefix, cleanup=True)
+                keys = await _redis_rtt(args.redis, prefix, cleanup=True)
+                print(f"deleted {keys:.0f} Redis keys under {prefix}", file=sys.stderr)
     metrics = metrics_for(cases, plan.concurrencies)
     cells = summarize(samples, metrics, roles(variants))
     table, missed = render(
@@ -289,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--redis", default="redis://127.0.0.1:6379/0", help="for llmgw+limits-redis"
     )
     parser.add_argument("--json", help="also write the medians to this file")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's configs, logs and databases"
+    )
     parser.add_argument(
         "--profile", metavar="DIR", help="py-spy each proxy during its cases (raw stacks)"
     )

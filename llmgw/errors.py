@@ -95,8 +95,15 @@ class InvalidRequestError(LlmgwError):
 
 
 class AuthenticationError(LlmgwError):
+    """401 with ``x-should-retry: false``: a refused key stays refused, and Claude Code would
+    otherwise retry it up to ten times with backoff (its credential-refresh retries, which
+    fetch a new key first, still happen)."""
+
     status_code = 401
     error_type = "authentication_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
 
 
 class PermissionDeniedError(LlmgwError):

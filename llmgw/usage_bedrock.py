@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +18,15 @@ from multidict import MultiMapping
 
 from ._translate_errors import anthropic_error_type
 from .log import relay_logger
-from .usage import JSONUsageTap, SSEUsageTap, Usage
-from .wire import EventStreamDecoder, EventStreamMessage, ProtocolError, decode_bedrock_chunk
+from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, JSONUsageTap, SSEUsageTap, Usage
+from .wire import (
+    EventStreamDecoder,
+    EventStreamMessage,
+    ProtocolError,
+    decode_bedrock_chunk,
+    encode_bedrock_chunk,
+)
+from .wire.eventstream import DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
 
 __all__ = (
     "BedrockJSONUsageTap",
@@ -43,6 +51,26 @@ _HEADERS = (
     ("x-amzn-bedrock-cache-read-input-token-count", "cache_read_input_tokens"),
     ("x-amzn-bedrock-cache-write-input-token-count", "cache_creation_input_tokens"),
 )
+
+
+# The delta tap's fast path. A frame: 12-byte prelude (total length, headers length, CRC),
+# header block, payload, 4-byte CRC; a frame of the content delta head alone gives the bytes
+# every delta frame shares from offset 12: the chunk header block, {"bytes":" and the head's
+# base64 (its 30 bytes encode to 40 characters, which do not depend on what follows).
+_DELTA_HEAD = b'{"type":"content_block_delta",'
+_PROBE = encode_bedrock_chunk(_DELTA_HEAD)
+_PRELUDE_SIZE = 12
+_LENGTHS = struct.Struct(">II")
+_U32 = struct.Struct(">I")
+_CHUNK_HEADERS_SIZE = _U32.unpack_from(_PROBE, 4)[0]
+_DELTA_MARK = _PROBE[_PRELUDE_SIZE : _PROBE.rindex(b'"')]
+_DELTA_MARK_END = _PRELUDE_SIZE + len(_DELTA_MARK)
+_BASE64_START = _DELTA_MARK_END - 40
+# What follows the base64 in Bedrock's compact layouts, without and with the padding field.
+_COMPACT_TAILS = (b'"}', b'","p":"')
+_PAD = ord("=")
+_MIN_FRAME = 16
+_MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
 
 
 def event_type(data: bytes) -> str:
@@ -78,35 +106,140 @@ def apply_bedrock_headers(usage: Usage, headers: MultiMapping[str]) -> None:
 
 
 class BedrockUsageTap:
-    """Usage from an InvokeModelWithResponseStream body (a view; never alters the bytes)."""
+    """Usage from an InvokeModelWithResponseStream body (a view; never alters the bytes).
 
-    __slots__ = ("_decoder", "_events", "_failed", "error", "usage")
+    Frames are walked by their prelude lengths. A content delta, ~all of a stream's frames, is
+    recognised by its bytes alone: the fixed chunk header block, then ``{"bytes":"`` and the
+    base64 of ``{"type":"content_block_delta",`` (30 bytes, so 40 characters that do not depend
+    on what follows), then the base64 and Bedrock's compact tail. Its size is read off the base64
+    length, with no CRC, base64 or JSON work: the client checks the frames it decodes, the tap
+    only observes. Every other frame (message_start, message_delta, message_stop with the
+    invocation metrics, exceptions, anything laid out differently) goes through the full
+    decoder, so it is accounted exactly as before.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_decoder",
+        "_delta_bytes",
+        "_events",
+        "_failed",
+        "_lost",
+        "_need",
+        "error",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self._events = SSEUsageTap()
         self.usage = self._events.usage
         self.error: dict[str, Any] | None = None
         self._decoder = EventStreamDecoder()
-        self._failed = False
+        self._delta_bytes = 0  # as SSEUsageTap counts them, for the estimate of a cut stream
+        self._failed = False  # parsing stopped; frame boundaries are still followed
+        self._lost = False  # frame boundaries unknown: a length field made no sense
+        # The bytes after the last whole frame, and how many must be buffered to go on.
+        self._buf = bytearray()
+        self._need = _PRELUDE_SIZE
 
     @property
     def pending(self) -> bool:
-        """True when the bytes seen so far end inside a frame."""
-        return self._decoder.pending
+        """True when the bytes seen so far end inside a frame (or where, is unknown)."""
+        return bool(self._buf) or self._lost
 
     def feed(self, chunk: bytes) -> None:
-        if self._failed:
+        if self._lost:
             return
+        buf = self._buf
+        if buf:
+            buf += chunk
+            if len(buf) < self._need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = chunk if type(chunk) is bytes else bytes(chunk)
         try:
-            for message in self._decoder.feed(chunk):
+            pos = self._follow(data, 0) if self._failed else self._walk(data)
+        except Exception as exc:  # the safety net: a tap never raises into the relay
+            self._fail(exc)
+            self._lost = True
+            return
+        if pos < len(data) and not self._lost:
+            buf += data[pos:]
+
+    def _walk(self, data: bytes) -> int:
+        """Account the whole frames of ``data``; return where the incomplete rest begins."""
+        end = len(data)
+        pos = 0
+        delta_bytes = 0
+        startswith = data.startswith
+        find = data.find
+        try:
+            while end - pos >= _PRELUDE_SIZE:
+                total, headers_size = _LENGTHS.unpack_from(data, pos)
+                if not _MIN_FRAME <= total <= _MAX_FRAME:
+                    self._lose(data[pos:])
+                    return end
+                next_pos = pos + total
+                if next_pos > end:
+                    self._need = total
+                    return pos
+                if headers_size == _CHUNK_HEADERS_SIZE and startswith(_DELTA_MARK, pos + 12):
+                    quote = find(b'"', pos + _DELTA_MARK_END, next_pos - 4)
+                    if quote > 0 and startswith(_COMPACT_TAILS, quote):
+                        # Base64 length → decoded length; Bedrock's base64 is never split.
+                        size = (quote - pos - _BASE64_START) // 4 * 3
+                        if data[quote - 1] == _PAD:
+                            size -= 2 if data[quote - 2] == _PAD else 1
+                        delta_bytes += size - _DELTA_OVERHEAD if size > _DELTA_OVERHEAD else 1
+                        pos = next_pos
+                        continue
+                self._full(data[pos:next_pos])
+                pos = next_pos
+                if self._failed:
+                    return self._follow(data, pos)
+            self._need = _PRELUDE_SIZE
+            return pos
+        finally:
+            self._delta_bytes += delta_bytes
+
+    def _follow(self, data: bytes, pos: int) -> int:
+        """Walk frame boundaries only (after a parse failure), so ``pending`` stays true."""
+        end = len(data)
+        while end - pos >= _PRELUDE_SIZE:
+            total = _U32.unpack_from(data, pos)[0]
+            if not _MIN_FRAME <= total <= _MAX_FRAME:
+                self._lost = True
+                return end
+            if pos + total > end:
+                self._need = total
+                return pos
+            pos += total
+        self._need = _PRELUDE_SIZE
+        return pos
+
+    def _full(self, frame: bytes) -> None:
+        """Decode and account one frame (or fail on what cannot be decoded)."""
+        try:
+            for message in self._decoder.feed(frame):
                 self.on_message(message)
         except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            self._failed = True
-            self.usage.parse_error = f"{type(exc).__name__}: {exc}"
-            relay_logger.warning("bedrock usage tap stopped parsing: %s", self.usage.parse_error)
+            self._fail(exc)
+
+    def _lose(self, rest: bytes) -> None:
+        self._full(rest)  # the decoder says what is wrong with the prelude
+        if not self._failed:  # pragma: no cover - the decoder refuses every such prelude
+            self._fail(ProtocolError("event-stream frame length out of range"))
+        self._lost = True
+
+    def _fail(self, exc: Exception) -> None:
+        self._failed = True
+        self.usage.parse_error = f"{type(exc).__name__}: {exc}"
+        relay_logger.warning("bedrock usage tap stopped parsing: %s", self.usage.parse_error)
 
     def on_message(self, message: EventStreamMessage) -> None:
-        """Account one decoded frame (also used by the Bedrock → SSE translator)."""
+        """Account one decoded frame."""
         kind = message.message_type
         if kind == "event" and message.event_type == "chunk":
             inner = decode_bedrock_chunk(message)
@@ -116,15 +249,25 @@ class BedrockUsageTap:
             self.usage.upstream_error = anthropic_error_type(self.error["type"])
 
     def on_event(self, name: str, data: bytes) -> None:
-        if name == "message_stop":
+        """Account one inner Anthropic event (also used by the Bedrock → SSE translator)."""
+        if name == "content_block_delta":
+            self._delta_bytes += max(len(data) - _DELTA_OVERHEAD, 1)
+        elif name == "message_stop":
             metrics = json.loads(data).get(METRICS_KEY)
             if isinstance(metrics, dict):
                 apply_invocation_metrics(self.usage, metrics)
-            return
-        self._events.on_event(name, data)
+        else:
+            self._events.on_event(name, data)
 
     def close(self) -> None:
+        """End of stream: estimate output from the deltas if the final usage never came."""
         self._events.close()
+        usage = self.usage
+        if not usage.final and self._delta_bytes:
+            estimate = -(-self._delta_bytes // _BYTES_PER_TOKEN)
+            if estimate > usage.output_tokens:
+                usage.output_tokens = estimate
+                usage.estimated = True
 
 
 def exception_info(message: EventStreamMessage) -> dict[str, Any]:

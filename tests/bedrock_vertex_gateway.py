@@ -15,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 from llmgw.app import make_app
 from llmgw.betas import BetaPolicy
 from llmgw.config import (
+    AuthConfig,
     DeploymentConfig,
     GatewayConfig,
     RouteConfig,
@@ -98,13 +99,31 @@ async def start_gateway(
     routes: Sequence[RouteConfig] = (),
     ping_interval: float = 10.0,
     contexts: list[RequestContext] | None = None,
+    auth: AuthConfig | None = None,
+    seen: list[str] | None = None,
 ) -> Gateway:
-    """A gateway with ``providers`` (the first one serves unrouted models)."""
+    """A gateway with ``providers`` (the first one serves unrouted models).
+
+    ``contexts`` collects the context of every request that got past the gateway's own
+    middlewares; ``seen`` the method and path of every request that arrived at all.
+    """
     config = GatewayConfig(
         storage=StorageConfig(url="sqlite://:memory:"),
         upstream=UpstreamConfig(ping_interval=ping_interval, disconnect_poll_interval=0.05),
         routes=tuple(routes),
+        auth=auth or AuthConfig(),
     )
     store = contexts if contexts is not None else []
     app = make_app(config, providers=providers, middlewares=(_capture(store),))
+    if seen is not None:
+        app.middlewares.insert(0, _record(seen))
     return await aiohttp_client(app)
+
+
+def _record(seen: list[str]) -> Middleware:
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path}")
+        return await handler(request)
+
+    return record

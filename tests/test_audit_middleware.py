@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,15 @@ from pytest_aiohttp import AiohttpClient
 
 from llmgw.audit import AuditQuery, AuditWriter, JSONLAuditSink, Redactor, SQLAuditSink
 from llmgw.audit.chain import SealedRecord
+from llmgw.audit.setup import chain_name
 from llmgw.config import (
     AuditConfig,
     AuthConfig,
     GatewayConfig,
     ProviderConfig,
+    ServerConfig,
     StaticKeyConfig,
+    parse_config,
 )
 from llmgw.context import get_context
 from llmgw.errors import PermissionDeniedError, RateLimitError
@@ -396,3 +401,22 @@ async def test_admin_audit_endpoint_filters_records(
     ]
     assert (await client.get("/admin/audit?limit=0", headers=admin)).status == 400
     assert (await client.get("/admin/audit")).status == 401
+
+
+def test_default_chain_is_one_per_listening_port_so_instances_never_share_one() -> None:
+    def on(port: int, chain: str | None = None) -> str:
+        return chain_name(
+            GatewayConfig(server=ServerConfig(port=port), audit=AuditConfig(chain=chain))
+        )
+
+    host = socket.gethostname()
+    assert on(8080) == f"{host}:8080" == on(8080)  # a restart continues its chain
+    assert on(8081) != on(8080)
+    assert on(0) == f"{host}:pid{os.getpid()}"  # the port is not known yet
+    assert on(8080, "edge-1") == "edge-1"
+
+
+def test_audit_is_on_by_default_and_off_when_disabled() -> None:
+    assert GatewayConfig().audit.enabled
+    assert parse_config({}).audit.enabled
+    assert not parse_config({"audit": {"enabled": False}}).audit.enabled

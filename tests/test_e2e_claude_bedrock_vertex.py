@@ -14,14 +14,20 @@ import pytest
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from llmgw.betas import BetaPolicy
+from llmgw.config import AuthConfig, StaticKeyConfig
 from llmgw.context import RequestContext
 from llmgw.demo import DemoUsage
 from llmgw.providers import Provider
 from llmgw.typedefs import ApiFormat
 from llmgw.usage import Outcome
-from tests.bedrock_vertex_gateway import bedrock_provider, start_gateway, vertex_provider
+from tests.bedrock_vertex_gateway import (
+    anthropic_provider,
+    bedrock_provider,
+    start_gateway,
+    vertex_provider,
+)
 from tests.claude_cli import ProxySink, require_claude, run_claude
-from tests.fakes.anthropic import Reply
+from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.vertex import FakeVertex
 
@@ -235,4 +241,108 @@ async def test_cli_anthropic_mode_with_passthrough_gets_bedrocks_400_verbatim(
     assert fake.rejections == ["invalid beta flag"]  # a 400: no retry
     assert result.json is not None and result.json["is_error"] is True
     assert "invalid beta flag" in result.json["result"]
+    assert sink.hits == []
+
+
+# -- errors as the CLI in Bedrock and Vertex mode sees them -------------------------------------
+
+BEDROCK_ENV = {
+    "CLAUDE_CODE_USE_BEDROCK": "1",
+    "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+async def test_cli_bedrock_mode_shows_the_gateways_auth_denial_without_retrying(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    sink: ProxySink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LLMGW_E2E_STATIC_KEY", "gw-key-right-0123456789")
+    fake = FakeBedrock()
+    await fake.start(aiohttp_server)
+    seen: list[str] = []
+    key = StaticKeyConfig(id="dev", key_env="LLMGW_E2E_STATIC_KEY")
+    auth = AuthConfig(enabled=True, store=False, static_keys=(key,))
+    gw = await start_gateway(
+        aiohttp_client, {"bedrock": bedrock_provider(fake)}, auth=auth, seen=seen
+    )
+
+    result = await run_claude(
+        "say hi",
+        env={
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "AWS_REGION": "us-east-1",
+            "ANTHROPIC_BEDROCK_BASE_URL": str(gw.make_url("/bedrock")),
+            # The gateway key as a Bedrock API key: sent as Authorization: Bearer.
+            "AWS_BEARER_TOKEN_BEDROCK": "gw-key-wrong-0123456789",
+        },
+        sink=sink,
+    )
+
+    assert result.returncode != 0
+    assert result.json is not None and result.json["is_error"] is True
+    # Claude Code replaces any auth error whose message names x-api-key (the gateway's does)
+    # with its own login hint; other 401 messages are shown as "API Error: 401 <message>".
+    shown = result.json["result"]
+    assert shown == "Not logged in · Please run /login" or "API Error: 401" in shown
+    # x-should-retry: false, where a bare 401 is retried CLAUDE_CODE_MAX_RETRIES times.
+    streams = [s for s in seen if s.endswith("/invoke-with-response-stream")]
+    assert len(streams) == 1
+    assert fake.requests == []
+    assert sink.hits == []
+
+
+async def test_cli_bedrock_mode_retries_an_upstream_overload_and_shows_its_message(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    sink: ProxySink,
+) -> None:
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    upstream = FakeAnthropic(*(Reply(status=529, body=overloaded) for _ in range(3)))
+    await upstream.start(aiohttp_server)
+    gw = await start_gateway(aiohttp_client, {"anthropic": anthropic_provider(upstream)})
+
+    result = await run_claude(
+        "say hi",
+        env=BEDROCK_ENV | {"ANTHROPIC_BEDROCK_BASE_URL": str(gw.make_url("/bedrock"))},
+        sink=sink,
+    )
+
+    assert result.returncode != 0
+    assert result.json is not None
+    assert "API Error: 529 Overloaded" in result.json["result"]
+    assert len(upstream.requests) == 3  # CLAUDE_CODE_MAX_RETRIES=2 in the harness
+    assert sink.hits == []
+
+
+async def test_cli_vertex_mode_retries_a_rate_limit_and_shows_its_message(
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    sink: ProxySink,
+) -> None:
+    limited = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    upstream = FakeAnthropic(
+        *(Reply(status=429, body=limited, headers={"retry-after": "0"}) for _ in range(3))
+    )
+    await upstream.start(aiohttp_server)
+    gw = await start_gateway(aiohttp_client, {"anthropic": anthropic_provider(upstream)})
+
+    result = await run_claude(
+        "say hi",
+        env={
+            "CLAUDE_CODE_USE_VERTEX": "1",
+            "ANTHROPIC_VERTEX_BASE_URL": str(gw.make_url("/vertex/v1")),
+            "CLAUDE_CODE_SKIP_VERTEX_AUTH": "1",
+            "CLOUD_ML_REGION": "us-east5",
+            "ANTHROPIC_VERTEX_PROJECT_ID": "p",
+        },
+        sink=sink,
+    )
+
+    assert result.returncode != 0
+    assert result.json is not None
+    assert "API Error: Request rejected (429) · slow down" in result.json["result"]
+    assert len(upstream.requests) == 3
     assert sink.hits == []

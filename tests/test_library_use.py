@@ -14,6 +14,7 @@ from tests.fakes.anthropic import FakeAnthropic
 
 def test_public_api_is_exported_and_sorted() -> None:
     assert list(llmgw.__all__) == sorted(llmgw.__all__)
+    assert set(llmgw.__all__) == {"__version__", *llmgw._EXPORTS}
     for name in llmgw.__all__:
         assert getattr(llmgw, name) is not None
 

@@ -13,7 +13,13 @@ import pytest
 
 from llmgw.errors import ConfigError
 from llmgw.limits import Counter, CounterBackend, CounterKind, MemoryCounters, Period
-from llmgw.limits.estimate import IMAGE_TOKEN_BOUND, estimate_request, input_token_bound
+from llmgw.limits.estimate import (
+    IMAGE_TOKEN_BOUND,
+    WorstCase,
+    estimate_request,
+    input_token_bound,
+)
+from llmgw.limits.plan import WindowClock
 from llmgw.limits.policy import SLIDING_BUCKETS, Tier, parse_limit_set, parse_limit_sets
 from llmgw.limits.redis import RedisCounters
 from llmgw.pricing import PriceTable
@@ -152,6 +158,41 @@ def test_worst_case_takes_the_dearest_candidate_model() -> None:
     both = estimate_request(body, raw, ["claude-haiku-4-5", "claude-opus-4-1"], prices)
     assert both.micros == prices.worst_case_micros("claude-opus-4-1", both.input_tokens, 1000)
     assert both.micros > cheap.micros
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-haiku-4-5",
+        "claude-3-5-haiku",  # $0.80/MTok: fractional rates
+        "claude-sonnet-4-5",  # a long-context tier above 200k input tokens
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "claude-opus-4-1@20250805",
+        "some-unknown-model",
+    ],
+)
+@pytest.mark.parametrize("input_tokens", [0, 1, 999, 200_000, 200_001, 3_333_333])
+def test_cached_integer_worst_case_equals_the_price_tables(model: str, input_tokens: int) -> None:
+    prices = PriceTable()
+    cached = WorstCase(prices)
+    for max_tokens in (0, 7, 64_000):
+        expected = prices.worst_case_micros(model, input_tokens, max_tokens)
+        assert cached.micros(model, input_tokens, max_tokens) == expected
+        assert cached.micros(model, input_tokens, max_tokens) == expected  # from the cache
+
+
+def test_window_clock_moves_on_at_each_bucket_and_at_midnight() -> None:
+    minute = WindowClock(None)
+    now = 1_000_000.5  # buckets of 3 s: this one is [999999, 1000002)
+    first = minute.at(now)
+    assert minute.at(now + 1.4) is first  # same bucket: nothing recomputed
+    assert minute.at(now + 1.5).bucket == first.bucket + 1
+    assert minute.at(now - 3).bucket == first.bucket - 1  # a clock stepping back too
+
+    daily = WindowClock(Period.parse("daily"))
+    evening = daily.at(ts("2025-03-09T23:59:59"))
+    assert evening.reset_at == ts("2025-03-10T00:00:00")
+    assert daily.at(ts("2025-03-10T00:00:00")).bucket == int(ts("2025-03-10T00:00:00"))
 
 
 # -- backends --------------------------------------------------------------------------

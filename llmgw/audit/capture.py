@@ -3,6 +3,11 @@
 The response side is a tap: :class:`CapturingAdapter` wraps the relay's adapter and copies
 what the client is sent into a bounded buffer after the adapter produced it. It never holds,
 delays or changes the client's bytes, and stops copying once the cap is reached.
+
+A Bedrock-format stream (``application/vnd.amazon.eventstream``, recognised by its first
+frame decoding, CRCs and all, since a pass-through adapter does not know the content type)
+is stored as the events it carries, one per line: its chunks hold the Anthropic events
+base64-encoded, where redaction could not see a secret.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from ..context import RequestContext
 from ..translate import ResponseAdapter
 from ..typedefs import JSON
 from ..usage import Usage
+from ..wire import EventStreamDecoder, ProtocolError, decode_bedrock_chunk
 from .redact import Redactor
 
 __all__ = ("CAPTURE", "BodyCapture", "CapturePolicy", "CapturingAdapter", "captured_body")
@@ -74,7 +80,40 @@ class BodyCapture:
             self._buf += chunk[:room]
 
     def result(self, redactor: Redactor) -> JSON:
-        return captured_body(bytes(self._buf), redactor, limit=self.limit, total=self.total)
+        raw = bytes(self._buf)
+        events = eventstream_text(raw)
+        return captured_body(
+            raw if events is None else events, redactor, limit=self.limit, total=self.total
+        )
+
+
+def eventstream_text(raw: bytes) -> bytes | None:
+    """A Bedrock event stream as readable lines (each chunk's Anthropic event JSON, other
+    messages as ``<type>:<name>: <payload>``), or ``None`` when ``raw`` does not start with
+    a whole, valid frame. A frame cut by the capture cap is left out (the record says
+    ``truncated``); bytes that stop decoding end the text with a marker."""
+    decoder = EventStreamDecoder()
+    lines: list[bytes] = []
+    try:
+        messages = decoder.feed(raw)
+    except ProtocolError:
+        return None
+    if not messages:
+        return None
+    for msg in messages:
+        if msg.message_type == "event" and msg.event_type == "chunk":
+            try:
+                lines.append(decode_bedrock_chunk(msg))
+            except ProtocolError:
+                lines.append(b"[unreadable chunk]")
+        else:
+            name = msg.exception_type or msg.event_type or ""
+            lines.append(f"{msg.message_type}:{name}: ".encode() + msg.payload)
+    try:
+        decoder.feed(b"")
+    except ProtocolError:
+        lines.append(b"[unreadable frame]")
+    return b"\n".join(lines)
 
 
 def captured_body(raw: bytes, redactor: Redactor, *, limit: int, total: int | None = None) -> JSON:

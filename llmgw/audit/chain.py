@@ -36,9 +36,14 @@ __all__ = (
 GENESIS = "0" * 64
 
 
+# One encoder for every record: json.dumps would build an encoder per call (a fifth of the
+# cost for a request record). Encoding keeps no state between calls.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(value: Any) -> str:
     """Deterministic JSON: what is hashed, and what JSON parsing gives back unchanged."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(value)
 
 
 def record_hash(chain: str, seq: int, prev_hash: str, record: JSON) -> str:

@@ -138,18 +138,20 @@ class AuditWriter:
             try:
                 await self.sink.write(sealed)
             except BaseException as exc:
-                chain.reset(seq, head)
                 for _, done in group:
                     if not done.done():
                         done.set_result(None)
                 if not isinstance(exc, Exception):
-                    # Cancelled or exiting: the outcome of the write is unknown, so fail
-                    # everyone still waiting too rather than leave them hanging.
+                    # Cancelled (the loop is going away): whether the group was stored is
+                    # unknown, so the chain is not rewound (a gap is reported by verify as
+                    # missing records; a reused seq would fail every later write), and
+                    # everyone still waiting is failed rather than left hanging.
                     for _, done in self._waiting:
                         if not done.done():
                             done.set_result(None)
                     self._waiting.clear()
                     raise
+                chain.reset(seq, head)
                 audit_logger.error(
                     "audit write of %d records failed: %s: %s",
                     len(group),

@@ -14,16 +14,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from .._translate_errors import convert_error
 from ..context import get_body, get_context
-from ..errors import InvalidRequestError, NotFoundError, NotSupportedError
+from ..errors import InvalidRequestError, LlmgwError, NotFoundError, NotSupportedError
 from ..keys import ROUTES
 from ..relay import relay
 from ..routes import Route
 from ..typedefs import ApiFormat, Operation
 from ._modelid import decode_model_id
 
-__all__ = ("add_bedrock_routes", "bedrock_app", "bedrock_model_id", "is_bedrock_model_id")
+__all__ = (
+    "add_bedrock_routes",
+    "as_bedrock_error",
+    "bedrock_app",
+    "bedrock_model_id",
+    "is_bedrock_model_id",
+    "is_bedrock_request",
+)
 
 _ACTIONS = {
     "invoke": (Operation.MESSAGES, False),
@@ -48,6 +57,31 @@ def bedrock_model_id(raw_path: str) -> tuple[str, str]:
 def is_bedrock_model_id(name: str) -> bool:
     """Whether a configured route name looks like a Bedrock model, profile or ARN."""
     return _BEDROCK_ID.fullmatch(name) is not None
+
+
+def is_bedrock_request(request: web.Request) -> bool:
+    """Whether ``request`` matched the Bedrock runtime surface (known before any middleware)."""
+    return "bedrock_path" in request.match_info
+
+
+def as_bedrock_error(exc: LlmgwError) -> LlmgwError:
+    """``exc`` reshaped in place for a Bedrock client: top-level ``message`` and
+    ``x-amzn-ErrorType`` (what boto3 and the AWS SDKs read; without them boto3 sees an empty
+    message and a bare status code, and does not know a throttle is one), the Anthropic
+    envelope kept beside them (what Claude Code and the Anthropic SDKs read)."""
+    if "x-amzn-errortype" in exc.headers:
+        return exc
+    body = exc.body if isinstance(exc.body, bytes) else b""
+    reshaped, headers = convert_error(
+        client=ApiFormat.BEDROCK,
+        provider=ApiFormat.ANTHROPIC,
+        status=exc.status,
+        headers=CIMultiDict(exc.headers),
+        body=body,
+    )
+    exc.body = reshaped
+    exc.headers["x-amzn-ErrorType"] = headers["x-amzn-errortype"]
+    return exc
 
 
 async def _invoke(request: web.Request) -> web.StreamResponse:

@@ -92,7 +92,9 @@ class Limiter:
 
     ``defaults`` apply to every key, user, team... of a tier; ``source`` (optional) gives
     per-entity limit sets; a key's own ``identity.metadata["limits"]`` wins over both.
-    Each layer overrides the one below field by field (budgets by period).
+    Each layer overrides the one below field by field (budgets by period). A scope's
+    compiled plan is reused until ``source`` or the key's limits answer differently;
+    ``defaults`` are read when a plan is compiled, so change them by building a new limiter.
     """
 
     def __init__(

@@ -89,8 +89,6 @@ CLOSE_FIELDS = (
 _CLOSE_DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in dataclasses.fields(UsageRecord) if f.name in CLOSE_FIELDS
 } | {"server_tool_use": None}
-_ATTEMPT_KEYS = ("deployment", "provider", "status", "error", "duration")
-_TEXT_FIELDS = frozenset({"client_format", "operation", "outcome"})  # StrEnums on the context
 
 
 def _no_default(value: object) -> Any:
@@ -202,26 +200,75 @@ def _line(snapshot: tuple[Any, ...]) -> bytes:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else str(value)  # a StrEnum on the context: its value
 
 
 def build_record(opened: tuple[Any, ...], closed: tuple[Any, ...] | None) -> UsageRecord:
     """The record for an open snapshot and, once there is one, its close snapshot."""
-    values: dict[str, Any] = dict(zip(OPEN_FIELDS, opened[1:], strict=True))
-    if closed is not None:
-        values.update(zip(CLOSE_FIELDS, closed[1:], strict=True))
-        values["attempts"] = tuple(
-            dict(zip(_ATTEMPT_KEYS, (*a[:4], round(a[4], 6)), strict=True))
-            for a in values["attempts"]
+    if closed is None:
+        (_, request_id, started_at, key_id, user, team, project, session_id, agent_id, fmt, op,
+         stream, model) = opened  # fmt: skip
+        return UsageRecord(
+            request_id=request_id,
+            started_at=started_at,
+            key_id=key_id,
+            user=user,
+            team=team,
+            project=project,
+            session_id=session_id,
+            agent_id=agent_id,
+            client_format=_text(fmt),
+            operation=_text(op),
+            stream=stream,
+            requested_model=model,
         )
-        values["server_tool_use"] = dict(values["server_tool_use"] or {})
-        duration = values["duration"]
-        if duration is not None:
-            values["finished_at"] = values["started_at"] + duration
-    for name in _TEXT_FIELDS:
-        if name in values:
-            values[name] = _text(values[name])
-    return UsageRecord(**values)
+    (_, request_id, started_at, key_id, user, team, project, session_id, agent_id) = opened[:9]
+    (_, _, outcome, fmt, op, stream, model, provider, deployment, attempts, upstream_model,
+     input_tokens, output_tokens, cache_creation, cache_5m, cache_1h, cache_read, thinking,
+     tools, estimated, parse_error, stop_reason, message_id, ttfb, duration, bytes_out, status,
+     error, cost) = closed  # fmt: skip
+    return UsageRecord(
+        request_id=request_id,
+        started_at=started_at,
+        outcome=str(outcome),
+        finished_at=None if duration is None else started_at + duration,
+        key_id=key_id,
+        user=user,
+        team=team,
+        project=project,
+        session_id=session_id,
+        agent_id=agent_id,
+        client_format=_text(fmt),
+        operation=_text(op),
+        stream=stream,
+        provider=provider,
+        deployment=deployment,
+        attempts=tuple(
+            {"deployment": a[0], "provider": a[1], "status": a[2], "error": a[3],
+             "duration": round(a[4], 6)}
+            for a in attempts
+        ),  # fmt: skip
+        requested_model=model,
+        upstream_model=upstream_model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_creation_tokens=cache_creation,
+        cache_creation_5m_tokens=cache_5m,
+        cache_creation_1h_tokens=cache_1h,
+        cache_read_tokens=cache_read,
+        thinking_tokens=thinking,
+        server_tool_use=dict(tools) if tools else {},
+        estimated=estimated,
+        parse_error=parse_error,
+        stop_reason=stop_reason,
+        message_id=message_id,
+        ttfb=ttfb,
+        duration=duration,
+        bytes_out=bytes_out,
+        status=status,
+        error=error,
+        cost_micros=cost,
+    )
 
 
 def open_record(ctx: RequestContext) -> UsageRecord:
