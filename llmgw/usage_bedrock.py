@@ -26,7 +26,7 @@ from .wire import (
     decode_bedrock_chunk,
     encode_bedrock_chunk,
 )
-from .wire.eventstream import DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
+from .wire.eventstream import _COMPACT_TAIL, DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
 
 __all__ = (
     "BedrockJSONUsageTap",
@@ -66,10 +66,9 @@ _CHUNK_HEADERS_SIZE = _U32.unpack_from(_PROBE, 4)[0]
 _DELTA_MARK = _PROBE[_PRELUDE_SIZE : _PROBE.rindex(b'"')]
 _DELTA_MARK_END = _PRELUDE_SIZE + len(_DELTA_MARK)
 _BASE64_START = _DELTA_MARK_END - 40
-# What follows the base64 in Bedrock's compact layouts, without and with the padding field.
-_COMPACT_TAILS = (b'"}', b'","p":"')
 _PAD = ord("=")
 _MIN_FRAME = 16
+_TAIL_CACHE_SIZE = 256
 _MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
 
 
@@ -126,6 +125,7 @@ class BedrockUsageTap:
         "_failed",
         "_lost",
         "_need",
+        "_tails",
         "error",
         "usage",
     )
@@ -141,6 +141,7 @@ class BedrockUsageTap:
         # The bytes after the last whole frame, and how many must be buffered to go on.
         self._buf = bytearray()
         self._need = _PRELUDE_SIZE
+        self._tails: set[bytes] = set()
 
     @property
     def pending(self) -> bool:
@@ -173,11 +174,16 @@ class BedrockUsageTap:
         end = len(data)
         pos = 0
         delta_bytes = 0
+        # Locals, not globals, in the loop: it runs once a frame.
+        unpack = _LENGTHS.unpack_from
         startswith = data.startswith
         find = data.find
+        tails = self._tails
+        mark, chunk_headers_size, mark_end = _DELTA_MARK, _CHUNK_HEADERS_SIZE, _DELTA_MARK_END
+        base64_start, pad, overhead = _BASE64_START, _PAD, _DELTA_OVERHEAD
         try:
             while end - pos >= _PRELUDE_SIZE:
-                total, headers_size = _LENGTHS.unpack_from(data, pos)
+                total, headers_size = unpack(data, pos)
                 if not _MIN_FRAME <= total <= _MAX_FRAME:
                     self._lose(data[pos:])
                     return end
@@ -185,14 +191,22 @@ class BedrockUsageTap:
                 if next_pos > end:
                     self._need = total
                     return pos
-                if headers_size == _CHUNK_HEADERS_SIZE and startswith(_DELTA_MARK, pos + 12):
-                    quote = find(b'"', pos + _DELTA_MARK_END, next_pos - 4)
-                    if quote > 0 and startswith(_COMPACT_TAILS, quote):
+                if headers_size == chunk_headers_size and startswith(mark, pos + 12):
+                    payload_end = next_pos - 4
+                    quote = find(b'"', pos + mark_end, payload_end)
+                    if (
+                        quote > 0
+                        and (
+                            data[quote:payload_end] in tails
+                            or self._compact_tail(data[quote:payload_end])
+                        )
+                        and find(b"\\", pos + mark_end, quote) < 0  # no JSON escape
+                    ):
                         # Base64 length → decoded length; Bedrock's base64 is never split.
-                        size = (quote - pos - _BASE64_START) // 4 * 3
-                        if data[quote - 1] == _PAD:
-                            size -= 2 if data[quote - 2] == _PAD else 1
-                        delta_bytes += size - _DELTA_OVERHEAD if size > _DELTA_OVERHEAD else 1
+                        size = (quote - pos - base64_start) // 4 * 3
+                        if data[quote - 1] == pad:
+                            size -= 2 if data[quote - 2] == pad else 1
+                        delta_bytes += size - overhead if size > overhead else 1
                         pos = next_pos
                         continue
                 self._full(data[pos:next_pos])
@@ -203,6 +217,18 @@ class BedrockUsageTap:
             return pos
         finally:
             self._delta_bytes += delta_bytes
+
+    def _compact_tail(self, tail: bytes) -> bool:
+        """Whether a chunk payload ending so has Bedrock's compact layout (a closing quote, an
+        optional padding field, the brace). Bedrock pads with prefixes of one string, so the
+        few tails a stream has are remembered (``_tails``) rather than matched again."""
+        tails = self._tails
+        if _COMPACT_TAIL.fullmatch(tail) is None:
+            return False
+        if len(tails) >= _TAIL_CACHE_SIZE:
+            tails.clear()
+        tails.add(tail)
+        return True
 
     def _follow(self, data: bytes, pos: int) -> int:
         """Walk frame boundaries only (after a parse failure), so ``pending`` stays true."""
@@ -258,6 +284,14 @@ class BedrockUsageTap:
                 apply_invocation_metrics(self.usage, metrics)
         else:
             self._events.on_event(name, data)
+
+    def on_deltas(self, events: list[bytes]) -> None:
+        """Account ``content_block_delta`` event JSONs, as :meth:`on_event` one by one would."""
+        sizes = list(map(len, events))
+        if sizes and min(sizes) > _DELTA_OVERHEAD:
+            self._delta_bytes += sum(sizes) - _DELTA_OVERHEAD * len(sizes)
+        else:
+            self._delta_bytes += sum(max(size - _DELTA_OVERHEAD, 1) for size in sizes)
 
     def close(self) -> None:
         """End of stream: estimate output from the deltas if the final usage never came."""

@@ -3,12 +3,15 @@ application, with the public API imported from the package root."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import anthropic
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 import llmgw
-from llmgw import GatewayConfig, ProviderConfig, StorageConfig, make_app
+from llmgw import GatewayConfig, ProviderConfig, StorageConfig, make_app, parse_config
 from tests.fakes.anthropic import FakeAnthropic
 
 
@@ -53,3 +56,13 @@ async def test_gateway_mounted_as_a_sub_application_serves_the_sdk(
     missing = await client.get("/llm/nope")
     assert missing.status == 404
     assert (await missing.json())["error"]["type"] == "not_found_error"
+
+
+def test_readme_config_example_is_valid() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(tomllib.loads(block))
+    assert [p.kind for p in config.providers] == ["anthropic", "bedrock", "vertex"]
+    assert config.routes[0].aliases == ("sonnet",)
+    assert config.auth.enabled and config.auth.jwt is not None
+    assert config.limits.enabled and config.audit.mode == "sync"
