@@ -231,7 +231,7 @@ async def test_tap_parse_error_on_a_clean_eof_is_complete_with_the_usage_flagged
     resp = await client.post("/v1/messages", json=BODY | {"stream": True}, headers=HEADERS)
     received = await resp.read()
     assert received == b"".join(chunks)  # the client got every byte, message_stop included
-    assert received.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+    assert received.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
     record = await one_record(client)
     assert (record.outcome, record.status, record.error) == ("complete", 200, None)
     assert record.parse_error is not None and record.parse_error.startswith("JSONDecodeError")

@@ -10,17 +10,48 @@ from pathlib import Path
 
 import pytest
 
+from llmgw.context import Identity, RequestContext
 from llmgw.metering import (
     Journal,
     MemoryUsageStore,
+    PendingRecord,
     SpillFile,
     UsageGroup,
     UsageRecord,
     UsageWriter,
 )
 from llmgw.metering.journal import read_records
+from llmgw.metering.state import close_snapshot, open_snapshot
+from llmgw.typedefs import ApiFormat, Operation
+from llmgw.usage import Outcome, Usage
 
 T0 = 1_780_000_000.0
+
+
+def snapshot(request_id: str) -> tuple[object, ...]:
+    """An open snapshot as the middleware takes it (see test_metering_state.py)."""
+    ctx = RequestContext(
+        request_id=request_id,
+        started_at=T0,
+        started_mono=0.0,
+        client_format=ApiFormat.ANTHROPIC,
+        identity=Identity(key_id="k1"),
+    )
+    return open_snapshot(ctx)
+
+
+def closed_snapshot(request_id: str, *, tokens: int) -> tuple[object, ...]:
+    ctx = RequestContext(
+        request_id=request_id,
+        started_at=T0,
+        started_mono=0.0,
+        finished_mono=1.0,
+        client_format=ApiFormat.ANTHROPIC,
+        operation=Operation.MESSAGES,
+        outcome=Outcome.COMPLETE,
+        usage=Usage(input_tokens=tokens, final=True),
+    )
+    return close_snapshot(ctx, 0)
 
 
 def rec(request_id: str, outcome: str = "in_flight", **fields: object) -> UsageRecord:
@@ -163,9 +194,9 @@ async def test_restart_marks_records_left_open_incomplete_and_keeps_closed_ones(
     dead.append(rec("finished"))
     dead.append(rec("finished", "complete", input_tokens=9, cost_micros=27))
     dead.append(rec("cut", key_id="k1", session_id="s1"))
+    dead.close()
     with path.open("ab") as f:
         f.write(b'{"request_id": "torn", "sta')  # killed mid-write
-    dead.close()
     store = MemoryUsageStore()
     writer = UsageWriter(store, journal=Journal(path))
     assert await writer.start() == 2
@@ -203,3 +234,38 @@ async def test_stop_with_the_store_down_keeps_records_for_the_next_start(
 def test_spill_policy_needs_a_spill_file() -> None:
     with pytest.raises(ValueError, match="spill"):
         UsageWriter(MemoryUsageStore(), on_full="spill")
+
+
+async def test_a_journal_killed_while_mapped_is_recovered_with_its_snapshots(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "usage.journal"
+    dead = Journal(path)
+    dead.open()
+    opened = PendingRecord(snapshot("finished"))
+    dead.append(opened)
+    dead.append(PendingRecord(opened.opened, closed_snapshot("finished", tokens=7)))
+    dead.append(PendingRecord(snapshot("cut")))
+    # Not closed (SIGKILL): the file still ends in the zeros of its reserved capacity.
+    assert path.stat().st_size > dead.size
+    store = MemoryUsageStore()
+    writer = UsageWriter(store, journal=Journal(path))
+    assert await writer.start() == 2
+    finished, cut = await store.get("finished"), await store.get("cut")
+    assert finished is not None and (finished.outcome, finished.input_tokens) == ("complete", 7)
+    assert (finished.key_id, finished.client_format) == ("k1", "anthropic")
+    assert cut is not None and cut.outcome == "incomplete"
+    await writer.stop()
+    dead.close()
+
+
+async def test_journal_appends_past_its_reserved_capacity(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "usage.journal")
+    journal.open()
+    big = rec("big", error="x" * 3_000_000)  # larger than one reservation step
+    journal.append(PendingRecord(snapshot("a")))
+    journal.append(big)
+    journal.append(PendingRecord(snapshot("b")))
+    journal.close()
+    assert journal.path.stat().st_size == journal.size  # the reserved tail is cut off
+    assert [r.request_id for r in read_records(journal.path)] == ["a", "big", "b"]

@@ -9,13 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..admin.api import AdminChange
+from ..admin.api import AdminChange, admin_api, admin_change_hooks
 from ..config import AuditConfig, GatewayConfig
 from ..errors import ConfigError
 from ..keys import AUDIT, CONFIG, DATABASE
 from ..pricing import price_table
+from ..storage import ensure_database
 from ..storage.db import Database, open_database
 from ..typedefs import Middleware
+from .admin import audit_routes
 from .base import AuditReader, AuditSink
 from .capture import CapturePolicy
 from .jsonl import JSONLAuditSink
@@ -31,6 +33,7 @@ __all__ = (
     "capture_policy",
     "chain_name",
     "hmac_key",
+    "install_audit",
     "open_reader",
     "redactor_for",
     "secret_literals",
@@ -177,3 +180,14 @@ def audit_middleware_for(config: GatewayConfig) -> Middleware:
         capture=capture_policy(config.audit),
         prices=price_table(config.pricing),
     )
+
+
+def install_audit(app: web.Application, config: GatewayConfig) -> None:
+    """The audit middleware (call first: outermost, so refusals are audited), its writer's
+    lifecycle, admin-change events and ``GET /admin/audit``."""
+    app.middlewares.append(audit_middleware_for(config))
+    if config.audit.sink == "database" and config.audit.url is None:
+        ensure_database(app)
+    app.cleanup_ctx.append(audit_ctx)
+    admin_change_hooks(app).append(audit_admin_hook(app))
+    admin_api(app).add_routes(audit_routes)

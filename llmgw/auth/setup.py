@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from ..config import AuthConfig
+from ..admin import admin_api, key_routes
+from ..config import AuthConfig, GatewayConfig
 from ..context import Identity
 from ..errors import ConfigError
 from ..keys import AUTHENTICATOR, DATABASE
+from ..middlewares.auth import auth_middleware
+from ..storage import ensure_database
 from .authenticator import Authenticator
 from .keys import KeyHasher, sha256_hex
 from .sql import SQLKeyStore
@@ -22,6 +25,7 @@ __all__ = (
     "auth_store_ctx",
     "auth_throttle",
     "build_authenticator",
+    "install_auth",
     "key_hasher",
     "static_identities",
 )
@@ -127,3 +131,15 @@ def admin_credential(config: AuthConfig, env: Mapping[str, str] = os.environ) ->
     if len(value) < 16:
         raise ConfigError(f"auth.admin_key_env: {config.admin_key_env} must be >= 16 characters")
     return value
+
+
+def install_auth(app: web.Application, config: GatewayConfig) -> None:
+    """Client authentication on ``app``, and key management under ``/admin`` when keys
+    are stored (the key store opens after the shared database)."""
+    authenticator = build_authenticator(config.auth)
+    app[AUTHENTICATOR] = authenticator
+    app.middlewares.append(auth_middleware(authenticator, throttle=auth_throttle(config.auth)))
+    if config.auth.store:
+        ensure_database(app)
+        app.cleanup_ctx.append(auth_store_ctx)
+        admin_api(app).add_routes(key_routes)

@@ -7,16 +7,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..admin import admin_api
 from ..config import GatewayConfig
 from ..keys import DATABASE, LIMIT_POLICIES, LIMITER
+from ..middlewares.limits import limits_middleware, limits_response_headers
 from ..pricing import price_table
+from ..storage import ensure_database
+from .admin import limit_routes
 from .counters import CounterBackend
 from .limiter import Limiter
 from .memory import MemoryCounters
 from .source import CachedPolicies
 from .store import LimitPolicyStore
 
-__all__ = ("build_limiter", "limits_ctx")
+__all__ = ("build_limiter", "install_limits", "limits_ctx")
 
 
 def build_limiter(config: GatewayConfig, *, policies: CachedPolicies | None = None) -> Limiter:
@@ -57,3 +61,17 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
         if policies is not None:
             policies.store = None
         await app[LIMITER].counters.close()
+
+
+def install_limits(app: web.Application, config: GatewayConfig) -> None:
+    """The limits middleware (after routing, so reservations are priced for the routed
+    model), its per-entity policy store, ``/admin/limits`` and the rate-limit headers."""
+    policies = CachedPolicies(ttl=config.limits.policy_ttl)
+    limiter = build_limiter(config, policies=policies)
+    app[LIMITER] = limiter
+    app[LIMIT_POLICIES] = policies
+    app.middlewares.append(limits_middleware(limiter))
+    ensure_database(app)
+    app.cleanup_ctx.append(limits_ctx)
+    app.on_response_prepare.append(limits_response_headers)
+    admin_api(app).add_routes(limit_routes)

@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..log import relay_logger
 from .record import UsageRecord
 from .state import RecordEntry, parse_lines
 

@@ -7,14 +7,19 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..admin import admin_api
 from ..config import GatewayConfig
 from ..errors import ConfigError
 from ..keys import DATABASE, USAGE_STORE, USAGE_WRITER
+from ..middlewares.metering import metering_middleware
+from ..pricing import price_table
+from ..storage import ensure_database
 from .journal import Journal, SpillFile
+from .report import usage_routes
 from .store import MemoryUsageStore, SQLUsageStore
 from .writer import UsageWriter
 
-__all__ = ("build_usage_writer", "journal_path", "metering_ctx")
+__all__ = ("build_usage_writer", "install_metering", "journal_path", "metering_ctx")
 
 
 def journal_path(config: GatewayConfig) -> Path | None:
@@ -70,3 +75,15 @@ async def metering_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await writer.stop()
+
+
+def install_metering(app: web.Application, config: GatewayConfig) -> None:
+    """The metering middleware (call last of the built-ins: innermost), its writer's
+    lifecycle and ``GET /admin/usage``."""
+    writer = build_usage_writer(config)
+    app[USAGE_WRITER] = writer
+    app.middlewares.append(metering_middleware(writer, prices=price_table(config.pricing)))
+    if writer.store is None:
+        ensure_database(app)
+    app.cleanup_ctx.append(metering_ctx)
+    admin_api(app).add_routes(usage_routes)

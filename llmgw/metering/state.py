@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import json.encoder
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from ..context import RequestContext
@@ -121,7 +121,12 @@ def open_snapshot(ctx: RequestContext) -> tuple[Any, ...]:
     if identity is None:
         key_id = user = team = project = None
     else:
-        key_id, user, team, project = identity.key_id, identity.user, identity.team, identity.project
+        key_id, user, team, project = (
+            identity.key_id,
+            identity.user,
+            identity.team,
+            identity.project,
+        )
     return (
         OPEN_TAG,
         ctx.request_id,
@@ -199,6 +204,17 @@ def _line(snapshot: tuple[Any, ...]) -> bytes:
     return _encode(snapshot).encode() + b"\n"
 
 
+def _attempt(values: Sequence[Any]) -> dict[str, Any]:
+    deployment, provider, status, error, duration = values
+    return {
+        "deployment": deployment,
+        "provider": provider,
+        "status": status,
+        "error": error,
+        "duration": round(duration, 6),
+    }
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)  # a StrEnum on the context: its value
 
@@ -243,11 +259,7 @@ def build_record(opened: tuple[Any, ...], closed: tuple[Any, ...] | None) -> Usa
         stream=stream,
         provider=provider,
         deployment=deployment,
-        attempts=tuple(
-            {"deployment": a[0], "provider": a[1], "status": a[2], "error": a[3],
-             "duration": round(a[4], 6)}
-            for a in attempts
-        ),  # fmt: skip
+        attempts=tuple(map(_attempt, attempts)),
         requested_model=model,
         upstream_model=upstream_model,
         input_tokens=input_tokens,
