@@ -20,16 +20,14 @@ from multidict import CIMultiDict, MultiMapping
 
 from ._translate_errors import convert_error
 from ._translate_request import encode_request, neutral_request
-from ._translate_stream import (
-    EVENTSTREAM,
+from ._translate_rewrite import (
     EventStreamModelRewrite,
-    EventStreamToSSE,
     JSONTransform,
     SSEModelRewrite,
-    SSEToEventStream,
     rename_key,
     set_model,
 )
+from ._translate_stream import EVENTSTREAM, EventStreamToSSE, SSEToEventStream
 from .betas import BetaPolicy
 from .context import RequestContext
 from .providers.base import UpstreamCall

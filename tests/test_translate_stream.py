@@ -12,7 +12,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from llmgw._translate_errors import convert_error
 from llmgw._translate_request import convert_request
-from llmgw._translate_stream import EventStreamToSSE, SSEModelRewrite, SSEToEventStream
+from llmgw._translate_rewrite import SSEModelRewrite
+from llmgw._translate_stream import EventStreamToSSE, SSEToEventStream
 from llmgw.demo import DemoUsage, message_events, sse_bytes
 from llmgw.typedefs import ApiFormat, Operation
 from llmgw.usage import Outcome

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..errors import ConfigError
 from ..typedefs import ApiFormat, Operation
 
-__all__ = ("Provider", "UpstreamCall", "UpstreamRequest")
+__all__ = ("Provider", "UpstreamCall", "UpstreamRequest", "check_options")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,3 +48,20 @@ class Provider(Protocol):
     def format(self) -> ApiFormat: ...
 
     async def build(self, call: UpstreamCall) -> UpstreamRequest: ...
+
+
+def check_options(
+    name: str,
+    kind: str,
+    options: Mapping[str, Any],
+    *,
+    known: Iterable[str],
+    strings: Iterable[str],
+) -> None:
+    """Unknown or mistyped ``[providers.NAME]`` options are config errors naming the key."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"providers.{name}.{unknown[0]}: unknown {kind} option")
+    for key in strings:
+        if key in options and not isinstance(options[key], str):
+            raise ConfigError(f"providers.{name}.{key}: expected a string")

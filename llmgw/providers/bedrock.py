@@ -23,7 +23,7 @@ from ..betas import BEDROCK_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
-from .base import UpstreamCall, UpstreamRequest
+from .base import UpstreamCall, UpstreamRequest, check_options
 
 __all__ = ("BedrockProvider", "bedrock_provider")
 
@@ -153,12 +153,7 @@ def bedrock_provider(
     *, name: str, base_url: str | None, api_key_env: str | None, options: Mapping[str, Any]
 ) -> BedrockProvider:
     """A provider from ``[providers.NAME]`` (``kind = "bedrock"``), options validated."""
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"providers.{name}.{unknown[0]}: unknown bedrock option")
-    for key in _STR_OPTIONS:
-        if key in options and not isinstance(options[key], str):
-            raise ConfigError(f"providers.{name}.{key}: expected a string")
+    check_options(name, "bedrock", options, known=_OPTIONS, strings=_STR_OPTIONS)
     region = (
         options.get("region")
         or os.environ.get("AWS_REGION")

@@ -21,7 +21,7 @@ from ..betas import VERTEX_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
-from .base import UpstreamCall, UpstreamRequest
+from .base import UpstreamCall, UpstreamRequest, check_options
 
 __all__ = ("VertexProvider", "vertex_base_url", "vertex_provider")
 
@@ -212,12 +212,7 @@ def vertex_provider(
     *, name: str, base_url: str | None, api_key_env: str | None, options: Mapping[str, Any]
 ) -> VertexProvider:
     """A provider from ``[providers.NAME]`` (``kind = "vertex"``), options validated."""
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"providers.{name}.{unknown[0]}: unknown vertex option")
-    for key in _STR_OPTIONS:
-        if key in options and not isinstance(options[key], str):
-            raise ConfigError(f"providers.{name}.{key}: expected a string")
+    check_options(name, "vertex", options, known=_OPTIONS, strings=_STR_OPTIONS)
     regions = options.get("model_regions", {})
     if not isinstance(regions, Mapping) or not all(
         isinstance(r, str) and r for r in regions.values()
