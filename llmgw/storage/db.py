@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -73,9 +74,22 @@ class SQLiteDatabase:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
         await self._conn.execute("PRAGMA busy_timeout=5000")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        # WAL is a property of the file: set it once. Switching modes needs an exclusive
+        # lock and SQLite may answer "database is locked" at once, without waiting, when
+        # another process (a second gateway, the CLI) has the file open: retry briefly.
+        for attempt in range(50):
+            async with self._conn.execute("PRAGMA journal_mode") as cur:
+                row = await cur.fetchone()
+            if row is None or str(row[0]).lower() in ("wal", "memory"):
+                break
+            try:
+                await self._conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         if self._conn is not None:
