@@ -25,13 +25,12 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ._watchdog import ClientGone, Watchdog
 from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
 from .context import Attempt, RequestContext, get_context
@@ -53,112 +52,10 @@ from .usage import Outcome
 
 __all__ = ("relay", "resolve_candidates")
 
-_T = TypeVar("_T")
-
 #: Largest upstream error body relayed; error bodies are small JSON objects.
 _MAX_ERROR_BODY = 1 << 20
 #: aiohttp's threshold for warning about a raw-bytes request body.
 _LARGE_BODY = 1 << 20
-
-
-class _ClientGone(Exception):
-    """The client's connection closed while the relay was waiting."""
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-class _Watchdog:
-    """One timer per request that interrupts the relay's upstream waits when needed.
-
-    aiohttp only tells a handler that its client left on the next write, and a silent
-    upstream means no writes. Rather than a task per upstream call and a timeout per read
-    (both measurable per chunk), one ``call_later`` ticks every ``poll`` seconds and checks
-    the client's transport, the deadline (first byte, then idle gap) and when a ping is
-    due. When something is due *and* the relay is parked on an upstream await (``armed``),
-    it cancels the relay's task, exactly as ``asyncio.timeout`` does; the relay then asks
-    :meth:`interrupted` why. Upstream reads are cancellation-safe (unread bytes stay
-    buffered), and writes are never interrupted.
-    """
-
-    GONE = "client gone"
-    DEADLINE = "deadline"
-    PING = "ping"
-
-    __slots__ = (
-        "_handle",
-        "_loop",
-        "_poll",
-        "_request",
-        "_task",
-        "armed",
-        "deadline",
-        "ping_at",
-        "reason",
-    )
-
-    def __init__(self, request: web.Request, poll: float) -> None:
-        self._request = request
-        self._poll = poll
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.armed = False
-        #: ``time.monotonic()`` values: when to give up waiting, and when a ping is due.
-        self.deadline: float | None = None
-        self.ping_at: float | None = None
-        self.reason: str | None = None
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(poll, self._tick)
-
-    def _tick(self) -> None:
-        self._handle = None
-        if self.armed and self.reason is None:
-            now = time.monotonic()
-            if _client_gone(self._request):
-                self.reason = self.GONE
-            elif self.deadline is not None and now >= self.deadline:
-                self.reason = self.DEADLINE
-            elif self.ping_at is not None and now >= self.ping_at:
-                self.reason = self.PING
-            if self.reason is not None:
-                self._task.cancel()
-                return  # re-armed by interrupted()
-        self._handle = self._loop.call_later(self._poll, self._tick)
-
-    def interrupted(self) -> str | None:
-        """Inside ``except CancelledError``: why this watchdog cancelled, or ``None`` when
-        the cancellation came from outside (then it must propagate)."""
-        reason, self.reason = self.reason, None
-        if reason is None or self._task.uncancel() > 0:
-            return None
-        self._handle = self._loop.call_later(self._poll, self._tick)
-        return reason
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    async def wait(self, aw: Awaitable[_T], *, limit: float | None = None) -> _T:
-        """Await an upstream operation; :class:`_ClientGone` if the client leaves,
-        ``TimeoutError`` after ``limit`` seconds."""
-        self.deadline = None if limit is None else time.monotonic() + limit
-        self.armed = True
-        try:
-            return await aw
-        except asyncio.CancelledError:
-            reason = self.interrupted()
-            if reason is None:
-                raise
-            if reason is self.GONE:
-                raise _ClientGone from None
-            raise TimeoutError from None
-        finally:
-            self.armed = False
-            self.deadline = None
 
 
 def _payload(body: bytes) -> bytes | io.BytesIO:
@@ -203,7 +100,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
     cfg = plan.upstream_config(request.config_dict[CONFIG].upstream)
     headers = forward_request_headers(request.headers)
-    dog = _Watchdog(request, cfg.disconnect_poll_interval)
+    dog = Watchdog(request, cfg.disconnect_poll_interval)
     # An upstream's own error response outranks the gateway's 502/504: when every
     # deployment fails, the client gets the last thing an upstream actually said.
     failure: LlmgwError | web.Response | None = None
@@ -216,7 +113,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
             if wait > 0:
                 try:
                     await dog.wait(asyncio.sleep(wait))
-                except _ClientGone:
+                except ClientGone:
                     return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
             if not plan.acquire(deployment):
                 continue
@@ -242,7 +139,7 @@ async def _attempt(
     deployment: Deployment,
     plan: AttemptPlan,
     cfg: UpstreamConfig,
-    dog: _Watchdog,
+    dog: Watchdog,
     headers: CIMultiDict[str],
 ) -> web.StreamResponse:
     """One try against one deployment; raises :class:`_TryNext` while failing over is
@@ -265,7 +162,7 @@ async def _attempt(
             ),
             limit=cfg.first_byte_timeout,
         )
-    except _ClientGone:
+    except ClientGone:
         attempt.error = "client disconnected"
         return _finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
     except asyncio.CancelledError:
@@ -360,7 +257,7 @@ async def _stream(
     up: aiohttp.ClientResponse,
     deployment: Deployment,
     cfg: UpstreamConfig,
-    dog: _Watchdog,
+    dog: Watchdog,
 ) -> web.StreamResponse:
     content_type = up.headers.get("content-type", "application/json")
     adapter = response_adapter(
@@ -406,7 +303,7 @@ async def _pump(
     resp: web.StreamResponse,
     adapter: ResponseAdapter,
     cfg: UpstreamConfig,
-    dog: _Watchdog,
+    dog: Watchdog,
 ) -> Outcome:
     """Copy until EOF, a drop, a timeout or a gone client; returns how it ended.
 

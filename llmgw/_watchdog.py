@@ -1,0 +1,119 @@
+"""Noticing, while a relay waits on its upstream, that something else needs doing.
+
+aiohttp only tells a handler that its client left on the handler's next write, and a
+silent upstream means no writes: the trap DESIGN.md §3.5 measured, where abandoned
+upstream streams kept generating (and billing) for as long as the silence lasted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from aiohttp import web
+
+__all__ = ("ClientGone", "Watchdog", "client_gone")
+
+_T = TypeVar("_T")
+
+
+class ClientGone(Exception):
+    """The client's connection closed while the relay was waiting."""
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class Watchdog:
+    """One timer per request that interrupts the relay's upstream waits when needed.
+
+    aiohttp only tells a handler that its client left on the next write, and a silent
+    upstream means no writes. Rather than a task per upstream call and a timeout per read
+    (both measurable per chunk), one ``call_later`` ticks every ``poll`` seconds and checks
+    the client's transport, the deadline (first byte, then idle gap) and when a ping is
+    due. When something is due *and* the relay is parked on an upstream await (``armed``),
+    it cancels the relay's task, exactly as ``asyncio.timeout`` does; the relay then asks
+    :meth:`interrupted` why. Upstream reads are cancellation-safe (unread bytes stay
+    buffered), and writes are never interrupted.
+    """
+
+    GONE = "client gone"
+    DEADLINE = "deadline"
+    PING = "ping"
+
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_poll",
+        "_request",
+        "_task",
+        "armed",
+        "deadline",
+        "ping_at",
+        "reason",
+    )
+
+    def __init__(self, request: web.Request, poll: float) -> None:
+        self._request = request
+        self._poll = poll
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.armed = False
+        #: ``time.monotonic()`` values: when to give up waiting, and when a ping is due.
+        self.deadline: float | None = None
+        self.ping_at: float | None = None
+        self.reason: str | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(poll, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        if self.armed and self.reason is None:
+            now = time.monotonic()
+            if client_gone(self._request):
+                self.reason = self.GONE
+            elif self.deadline is not None and now >= self.deadline:
+                self.reason = self.DEADLINE
+            elif self.ping_at is not None and now >= self.ping_at:
+                self.reason = self.PING
+            if self.reason is not None:
+                self._task.cancel()
+                return  # re-armed by interrupted()
+        self._handle = self._loop.call_later(self._poll, self._tick)
+
+    def interrupted(self) -> str | None:
+        """Inside ``except CancelledError``: why this watchdog cancelled, or ``None`` when
+        the cancellation came from outside (then it must propagate)."""
+        reason, self.reason = self.reason, None
+        if reason is None or self._task.uncancel() > 0:
+            return None
+        self._handle = self._loop.call_later(self._poll, self._tick)
+        return reason
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    async def wait(self, aw: Awaitable[_T], *, limit: float | None = None) -> _T:
+        """Await an upstream operation; :class:`ClientGone` if the client leaves,
+        ``TimeoutError`` after ``limit`` seconds."""
+        self.deadline = None if limit is None else time.monotonic() + limit
+        self.armed = True
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            reason = self.interrupted()
+            if reason is None:
+                raise
+            if reason is self.GONE:
+                raise ClientGone from None
+            raise TimeoutError from None
+        finally:
+            self.armed = False
+            self.deadline = None
