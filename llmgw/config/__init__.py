@@ -1,15 +1,12 @@
 """Gateway configuration: frozen dataclasses, ``load_config`` and ``parse_config``."""
 
+from .auth import JWT_ALGORITHMS, AuthConfig, JwtConfig, StaticKeyConfig
 from .features import (
-    JWT_ALGORITHMS,
     AuditCaptureConfig,
     AuditConfig,
-    AuthConfig,
-    JwtConfig,
     LimitsConfig,
     MeteringConfig,
     PriceOverride,
-    StaticKeyConfig,
 )
 from .gateway import (
     PROVIDER_KINDS,

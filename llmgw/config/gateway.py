@@ -16,14 +16,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._section import Section
+from .auth import AuthConfig, parse_auth
 from .features import (
     AuditConfig,
-    AuthConfig,
     LimitsConfig,
     MeteringConfig,
     PriceOverride,
     parse_audit,
-    parse_auth,
     parse_limits,
     parse_metering,
     parse_price,
