@@ -104,7 +104,7 @@ async def _one_commit_per_record(writer: AuditWriter, record: JSON) -> SealedRec
             await writer.sink.write([sealed])
         except Exception:
             assert writer._chain is not None
-            writer._chain.rewind(sealed)
+            writer._chain.reset(sealed.seq - 1, sealed.prev_hash)
             raise AuditUnavailableError("the audit log is unavailable") from None
     return sealed
 

@@ -178,16 +178,6 @@ class PriceTable:
         total += Decimal(max_tokens) * price.output
         return _round_micros(total)
 
-    def with_overrides(self, overrides: Iterable[tuple[str, ModelPrice]]) -> PriceTable:
-        merged = dict(self._prices)
-        merged.update(overrides)
-        table = PriceTable()
-        table._prices = merged
-        table._prefixes = sorted(merged, key=len, reverse=True)
-        table._exact = {}
-        table._found = {}
-        return table
-
 
 def _round_micros(usd_per_mtok_times_tokens: Decimal) -> int:
     # tokens x USD/MTok = micro-dollars exactly (1e6 tokens x $1/MTok = $1 = 1e6 micro-dollars).

@@ -134,11 +134,6 @@ class Chain:
         self.seq, self.hash = seq, digest
         return sealed
 
-    def rewind(self, sealed: SealedRecord) -> None:
-        """Undo :meth:`seal` of the last record (its write failed)."""
-        assert sealed.seq == self.seq and sealed.chain == self.name
-        self.seq, self.hash = sealed.seq - 1, sealed.prev_hash
-
     def reset(self, seq: int, head: str) -> None:
         """Go back to an earlier head (a group of records whose write failed)."""
         assert seq <= self.seq

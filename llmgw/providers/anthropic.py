@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -35,15 +34,6 @@ class AnthropicProvider:
     @property
     def format(self) -> ApiFormat:
         return ApiFormat.ANTHROPIC
-
-    @classmethod
-    def from_env(cls, name: str = "anthropic") -> AnthropicProvider:
-        """A provider from ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_UPSTREAM_URL``."""
-        return cls(
-            name=name,
-            base_url=os.environ.get("ANTHROPIC_UPSTREAM_URL", DEFAULT_BASE_URL),
-            api_key=os.environ.get("ANTHROPIC_API_KEY"),
-        )
 
     def __repr__(self) -> str:
         # Never let a key reach a log line through a repr.
