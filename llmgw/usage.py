@@ -31,11 +31,20 @@ __all__ = (
 # before message_delta.
 _DELTA_OVERHEAD = 80
 _BYTES_PER_TOKEN = 4
-# The SSE tap's fast path: the head of a canonical content_block_delta event, and the same
-# head preceded by the blank line that ends the event before it.
-_DELTA_BLOCK_START = b"event: content_block_delta\ndata: "
-_DELTA_BLOCK = b"\n\n" + _DELTA_BLOCK_START
-_FAST_CARRY_LIMIT = 1 << 20
+# The SSE tap's modes: decoding the first event, skimming, or decoding every event.
+_HEAD, _SKIM, _DECODE = range(3)
+#: The canonical head of the first event of an Anthropic stream.
+_START = b"event: message_start\ndata: "
+#: A first event still unfinished after this many bytes is not one the tap skims past.
+_HEAD_LIMIT = 1 << 20
+#: Chunks of whole events up to this size are accounted as they pass, not kept.
+_SMALL = 4096
+#: Bytes of a stream's end kept (chunk references) for its usage events and estimates.
+_TAIL_KEEP = 64 << 10
+#: Anthropic sends ``message_delta`` (then ``message_stop``), or an ``error``, last: they
+#: are looked for in this many final bytes.
+_TAIL_SCAN = 16 << 10
+_TAIL_FIELDS = (b"\nevent: message_delta\n", b"\nevent: error\n")
 
 
 class Outcome(enum.StrEnum):
@@ -131,11 +140,37 @@ class UsageTap(Protocol):
 class SSEUsageTap:
     """Usage from an Anthropic SSE stream (Anthropic and Vertex upstreams).
 
-    Only ``message_start``, ``message_delta`` and ``error`` are JSON-parsed; deltas are
-    counted by size so a stream cut before ``message_delta`` still yields an estimate.
+    An Anthropic stream carries usage in its first event (``message_start``) and in its
+    last ones (``message_delta``, or an ``error`` that ends it); everything between is
+    content. So the tap decodes the first event, and then:
+
+    * a small chunk of whole events (how a stream trickles: an event or a few per read)
+      is accounted at once (deltas by size, usage events parsed) and not kept;
+    * any other chunk is only *kept*: references to the last ``_TAIL_KEEP`` bytes, no
+      copy, no scan, so a big chunk costs what a small one does. At the end the tap
+      decodes the kept tail from its last ``message_delta`` or ``error`` on. A stream cut
+      before ``message_delta`` gets its output estimated from the size of the deltas in
+      the tail, scaled to all the bytes that were only kept.
+
+    A stream whose first event is not a canonical ``event: message_start`` / ``data:``
+    pair (another first event, CR line ends, comments, a BOM) is decoded event by event
+    instead, with every event accounted as it comes.
     """
 
-    __slots__ = ("_carry", "_decoder", "_delta_bytes", "_failed", "_started", "error", "usage")
+    __slots__ = (
+        "_carry",
+        "_decoder",
+        "_delta_bytes",
+        "_failed",
+        "_mode",
+        "_skimmed",
+        "_tail_read",
+        "_whole",
+        "_window",
+        "_window_len",
+        "error",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self.usage = Usage()
@@ -143,83 +178,106 @@ class SSEUsageTap:
         self._decoder = SSEDecoder()
         self._delta_bytes = 0
         self._failed = False
-        # The bytes after the last blank line, not fed to the decoder yet (see _feed).
-        self._carry = b""
-        self._started = False  # the decoder has seen the stream's first bytes (its BOM check)
+        self._mode = _HEAD
+        self._carry = b""  # head mode: the bytes of an unfinished first event
+        # skim mode: the last chunks (at least _TAIL_KEEP bytes of them, when there were).
+        self._window: list[bytes] = []
+        self._window_len = 0
+        self._whole = True  # the window still starts where skimming began: an event boundary
+        self._skimmed = 0
+        self._tail_read = False
 
     @property
     def pending(self) -> bool:
         """True when the bytes seen so far end inside an unfinished event."""
-        if self._carry:
-            probe = SSEDecoder()
-            if self._started:
-                probe.feed(b"\n")  # past the BOM check: the carry starts after a blank line
-            probe.feed(self._carry)
-            return probe.pending
-        return self._decoder.pending
+        if self._mode == _HEAD:
+            return bool(self._carry)
+        if self._mode == _DECODE:
+            return self._decoder.pending
+        if not self._window:
+            return False
+        end = self._window[-1][-4:]
+        if len(end) < 4 and len(self._window) > 1:
+            end = (self._window[-2][-4:] + end)[-4:]
+        if end.endswith(b"\n\n"):
+            return False
+        if b"\r" not in end:
+            return True
+        tail = b"".join(self._window)  # CR line ends mid-stream: let a decoder judge
+        probe = SSEDecoder()
+        probe.feed(b"\n")  # past the BOM check
+        probe.feed(tail[self._boundary_before(tail, len(tail)) :])
+        return probe.pending
 
     def feed(self, chunk: bytes) -> None:
-        if self._failed:
+        if self._failed or not chunk:
             return
+        if self._mode == _SKIM:
+            window = self._window
+            if len(chunk) <= _SMALL and chunk.endswith(b"\n\n"):
+                # Whole events (a trickling stream's usual chunk): account them now and
+                # hold nothing. A window that starts at a boundary is drained the same way.
+                if not window:
+                    return self._account(chunk)
+                if self._whole and self._window_len <= _SMALL:
+                    window.append(chunk)
+                    self._skimmed -= self._window_len
+                    self._window_len = 0
+                    data = b"".join(window)
+                    window.clear()
+                    return self._account(data)
+            # The hot path of big chunks: keep a reference, look at nothing.
+            window.append(chunk)
+            self._skimmed += len(chunk)
+            size = self._window_len + len(chunk)
+            while size - len(window[0]) >= _TAIL_KEEP:
+                size -= len(window.pop(0))
+                self._whole = False
+            self._window_len = size
+            return None
         try:
-            self._feed(chunk)
+            if self._mode == _HEAD:
+                self._head(chunk)
+            else:
+                self._decode(chunk)
         except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self._fail(exc)
 
-    def _decode(self, data: bytes) -> None:
-        self._started = True
-        for event in self._decoder.feed(data):
-            self.on_event(event.event, event.data)
+    def _account(self, data: bytes) -> None:
+        """Whole events met while skimming: deltas by size, usage events parsed."""
+        try:
+            for name, payload in _events(data):
+                if name == "content_block_delta":
+                    self._delta_bytes += max(len(payload) - _DELTA_OVERHEAD, 1)
+                elif name in ("message_delta", "error"):
+                    self.on_event(name, payload)
+        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._fail(exc)
 
-    def _feed(self, chunk: bytes) -> None:
-        """Feed the decoder whole events only, and skip it for runs of canonical deltas.
-
-        The events up to the last blank line form a run. Its middle, from the first to the
-        last ``event: content_block_delta\\ndata: X\\n\\n`` head, is accounted in bulk at C
-        speed when it holds no other line: it would decode to deltas only, and their data
-        size follows from its length and count. What is around it goes to the decoder, which
-        is between events there; so does a run without that shape. Bytes with a CR, or an
-        event growing past 1 MiB (the decoder's limits), go to the decoder as they come
-        until it is between events again.
-        """
+    def _head(self, chunk: bytes) -> None:
         data = self._carry + chunk if self._carry else chunk
         self._carry = b""
-        if b"\r" in data or self._decoder.pending:
-            self._decode(data)
-            return
-        end = data.rfind(b"\n\n") + 2
+        end = data.find(b"\n\n") + 2
         if end < 2:
-            if len(data) > _FAST_CARRY_LIMIT:
+            if len(data) > _HEAD_LIMIT or b"\r" in data:
+                self._mode = _DECODE
                 self._decode(data)
             else:
                 self._carry = data
             return
+        first = data[:end]
+        if not first.startswith(_START) or first.count(b"\n") != 3 or b"\r" in first:
+            self._mode = _DECODE
+            self._decode(data)
+            return
+        self.on_event("message_start", first[len(_START) : -2])
+        self._mode = _SKIM
         if end < len(data):
-            self._carry = data[end:]
-            data = data[:end]
-        if len(data) > _FAST_CARRY_LIMIT:
-            self._decode(data)
-            return
-        # A head found at index p of `framed` starts at index p of `data`.
-        framed = b"\n\n" + data
-        first = framed.find(_DELTA_BLOCK)
-        if first < 0 or (first == 0 and not self._started):  # the decoder sees the start
-            self._decode(data)
-            return
-        last = framed.rfind(_DELTA_BLOCK)
-        stop = data.find(b"\n\n", last + len(_DELTA_BLOCK_START)) + 2
-        deltas = framed.count(_DELTA_BLOCK, first, last + len(_DELTA_BLOCK))
-        # Each head holds one newline and the blank line ending each block two: the middle
-        # has no other line exactly when it has 3 newlines a delta.
-        if data.count(b"\n", first, stop) != 3 * deltas:
-            self._decode(data)
-            return
-        if first:
-            self._decode(data[:first])
-        data_bytes = stop - first - deltas * (len(_DELTA_BLOCK_START) + 2)
-        self._delta_bytes += max(data_bytes - deltas * _DELTA_OVERHEAD, deltas)
-        if stop < len(data):
-            self._decode(data[stop:])
+            self.feed(data[end:])
+
+    def _decode(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            self.on_event(event.event, event.data)
 
     def on_event(self, name: str, data: bytes) -> None:
         """Account one Anthropic event (also used by the Bedrock tap for inner events)."""
@@ -245,7 +303,18 @@ class SSEUsageTap:
             self.usage.upstream_error = kind if isinstance(kind, str) else "error"
 
     def close(self) -> None:
-        """End of stream (clean or not): estimate output if the final usage never came."""
+        """End of stream (clean or not): read the tail, and estimate output if the final
+        usage never came."""
+        if self._mode == _SKIM and not self._tail_read:
+            self._tail_read = True
+            tail = b"".join(self._window)
+            for step in (self._read_tail, self._sample_tail):
+                if self.usage.final:
+                    break
+                try:
+                    step(tail)
+                except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                    self._fail(exc)
         usage = self.usage
         if not usage.final and self._delta_bytes:
             estimate = -(-self._delta_bytes // _BYTES_PER_TOKEN)
@@ -253,10 +322,67 @@ class SSEUsageTap:
                 usage.output_tokens = estimate
                 usage.estimated = True
 
+    def _read_tail(self, tail: bytes) -> None:
+        found = [p for p in (self._last_line(tail, f) for f in _TAIL_FIELDS) if p >= 0]
+        if found:
+            start = min(found)
+            for name, data in _events(tail[self._boundary_before(tail, start, start) :]):
+                if name in ("message_delta", "error"):
+                    self.on_event(name, data)
+
+    def _sample_tail(self, tail: bytes) -> None:
+        # Cut short: size the deltas on the tail and scale to everything skimmed.
+        start = 0 if self._whole else tail.find(b"\n\n") + 2
+        if (start < 2 and not self._whole) or start >= len(tail):
+            return
+        sampled = sum(
+            max(len(data) - _DELTA_OVERHEAD, 1)
+            for name, data in _events(tail[start:])
+            if name == "content_block_delta"
+        )
+        self._delta_bytes += sampled * self._skimmed // (len(tail) - start)
+
+    def _last_line(self, tail: bytes, line: bytes) -> int:
+        """Offset of the last ``line`` (``\\n`` + field + ``\\n``) in the scanned end of
+        ``tail``, or -1."""
+        found = tail.rfind(line, max(0, len(tail) - _TAIL_SCAN))
+        if found >= 0:
+            return found + 1
+        return 0 if self._whole and tail.startswith(line[1:]) else -1
+
+    def _boundary_before(self, tail: bytes, offset: int, default: int = 0) -> int:
+        """The last event boundary at or before ``offset``: after any ``\\n\\n`` (a blank
+        line, whatever the line ends), or the tail's start when it is one."""
+        found = tail.rfind(b"\n\n", 0, offset)
+        if found >= 0:
+            return found + 2
+        return 0 if self._whole else default
+
     def _fail(self, exc: Exception) -> None:
         self._failed = True
         self.usage.parse_error = f"{type(exc).__name__}: {exc}"
         relay_logger.warning("usage tap stopped parsing: %s", self.usage.parse_error)
+
+
+def _events(data: bytes) -> list[tuple[str, bytes]]:
+    """The whole events of ``data``, which starts at an event boundary mid-stream.
+
+    Canonical ``event:``/``data:`` pairs are split at C speed; anything else goes through
+    the decoder.
+    """
+    blocks = data.split(b"\n\n")[:-1]  # the last piece is empty or an unfinished event
+    events = []
+    if b"\r" not in data:
+        for block in blocks:
+            name, sep, payload = block.partition(b"\ndata: ")
+            if not sep or not name.startswith(b"event: ") or b"\n" in payload or b"\n" in name:
+                break
+            events.append((name[7:].decode(), payload))
+        else:
+            return events
+    decoder = SSEDecoder()
+    decoder.feed(b"\n")  # past the stream-start BOM rule
+    return [(event.event, event.data) for event in decoder.feed(data)]
 
 
 class JSONUsageTap:

@@ -214,10 +214,13 @@ async def test_upstream_dropping_after_n_events_records_what_was_seen(
     assert 1 <= record.output_tokens < 500
 
 
+MALFORMED = b"event: message_delta\ndata: {not json\n\n"
+
+
 def chunks_with_malformed_event(usage: DemoUsage, at: int) -> list[bytes]:
     """One write per event, with an unparseable ``message_delta`` inserted before event ``at``."""
     chunks = [sse_bytes([e]) for e in message_events(model=MODEL, text=LONG_TEXT, usage=usage)]
-    chunks.insert(at, b"event: message_delta\ndata: {not json\n\n")
+    chunks.insert(at, MALFORMED)
     return chunks
 
 
@@ -225,7 +228,9 @@ async def test_tap_parse_error_on_a_clean_eof_is_complete_with_the_usage_flagged
     gateway: GatewayFactory, fake_anthropic: FakeAnthropic
 ) -> None:
     usage = DemoUsage(input_tokens=55, output_tokens=400, cache_read=2000)
-    chunks = chunks_with_malformed_event(usage, 5)
+    chunks = [sse_bytes([e]) for e in message_events(model=MODEL, text=LONG_TEXT, usage=usage)]
+    final = next(i for i, c in enumerate(chunks) if c.startswith(b"event: message_delta"))
+    chunks[final] = MALFORMED  # the final usage, unparseable
     fake_anthropic.queue(Reply(chunks=chunks))
     client = await gateway()
     resp = await client.post("/v1/messages", json=BODY | {"stream": True}, headers=HEADERS)
@@ -235,9 +240,10 @@ async def test_tap_parse_error_on_a_clean_eof_is_complete_with_the_usage_flagged
     record = await one_record(client)
     assert (record.outcome, record.status, record.error) == ("complete", 200, None)
     assert record.parse_error is not None and record.parse_error.startswith("JSONDecodeError")
-    # What the tap read before it stopped: message_start's counts, not the final output.
+    # What the tap could read: message_start's counts, and output estimated from the deltas.
     assert (record.input_tokens, record.cache_read_tokens) == (55, 2000)
-    assert record.output_tokens < 400
+    assert record.estimated is True
+    assert 1 < record.output_tokens < 400
 
 
 async def test_tap_parse_error_then_an_upstream_drop_is_upstream_dropped(

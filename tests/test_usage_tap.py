@@ -123,6 +123,61 @@ def test_stream_cut_before_message_delta_keeps_input_and_estimates_output() -> N
     assert 125 <= usage.output_tokens <= 500
 
 
+def _long_stream(words: int, **kwargs: Any) -> tuple[list[Any], bytes]:
+    text = "the gateway relays every token as soon as it arrives, " * (words // 10)
+    events = message_events(model=MODEL, text=text, usage=FULL, **kwargs)
+    return events, sse_bytes(events)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 65536])
+def test_sse_tap_reads_the_final_usage_of_a_stream_far_longer_than_its_tail(chunk: int) -> None:
+    _, data = _long_stream(40_000)  # ~300 KB: most of it is skimmed, never decoded
+    assert len(data) > 4 * 65536
+    tap = SSEUsageTap()
+    for i in range(0, len(data), chunk):
+        tap.feed(data[i : i + chunk])
+    tap.close()
+    _assert_full(tap.usage)
+
+
+@pytest.mark.parametrize("chunk", [1000, 65536])
+def test_long_stream_cut_before_message_delta_is_estimated_from_its_skimmed_deltas(
+    chunk: int,
+) -> None:
+    events, _ = _long_stream(40_000)
+    cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+    data = sse_bytes(events[:cut])
+    text = sum(len(body["delta"]["text"]) for name, body in events if name == "content_block_delta")
+    tap = SSEUsageTap()
+    for i in range(0, len(data), chunk):
+        tap.feed(data[i : i + chunk])
+    tap.close()
+    assert tap.usage.final is False and tap.usage.estimated is True
+    assert tap.usage.input_tokens == 21
+    # ~4 bytes a token; the estimate is within 2x either way.
+    assert text / 8 <= tap.usage.output_tokens <= text / 2
+
+
+def test_text_that_quotes_sse_framing_does_not_fool_the_tap() -> None:
+    fake = 'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":9}}\n\n'
+    data = _stream(text=fake * 3, usage=FULL)
+    assert b"event: message_delta" in data.split(b"event: content_block_stop")[0]
+    tap = SSEUsageTap()
+    tap.feed(data)
+    tap.close()
+    _assert_full(tap.usage)
+
+
+def test_a_stream_that_does_not_start_with_message_start_is_decoded_event_by_event() -> None:
+    data = b'event: ping\ndata: {"type": "ping"}\n\n' + _stream(text="hi", usage=FULL)
+    for cut in range(0, len(data), 13):
+        tap = SSEUsageTap()
+        tap.feed(data[:cut])
+        tap.feed(data[cut:])
+        tap.close()
+        _assert_full(tap.usage)
+
+
 def test_garbage_bytes_flag_parse_error_and_later_feeds_are_ignored() -> None:
     tap = SSEUsageTap()
     tap.feed(b"event: message_start\ndata: {not json\n\n")
