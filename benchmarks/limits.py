@@ -36,6 +36,7 @@ from aiohttp import web
 
 from llmgw.context import Identity, get_body, get_context
 from llmgw.limits import MemoryCounters, Tier, parse_limit_set
+from llmgw.limits._redis_client import RedisClient
 from llmgw.limits.limiter import Limiter
 from llmgw.limits.redis import RedisCounters
 from llmgw.middlewares.limits import limits_middleware
@@ -145,17 +146,16 @@ def load_baseline(rev: str) -> ModuleType:
 
 
 async def redis_rtt(url: str, n: int) -> list[float]:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
+    """PING round trips over the connection the limiter uses."""
+    client = RedisClient(url)
     out = []
     try:
         for _ in range(n):
             t0 = time.perf_counter()
-            await client.ping()
+            await client.call("PING")
             out.append(time.perf_counter() - t0)
     finally:
-        await client.aclose()
+        await client.close()
     return out[n // 10 :]
 
 

@@ -148,25 +148,31 @@ def _progress(variant: str, case: str, sample: Sample) -> str:
 
 
 async def _redis_rtt(url: str, prefix: str, *, cleanup: bool = False) -> float:
-    """Median PING round trip (ms); with `cleanup`, deletes this run's keys instead (and
-    returns how many there were)."""
-    import redis.asyncio as aioredis
+    """Median PING round trip (ms) over the client llmgw's limiter uses; with `cleanup`,
+    deletes this run's keys instead (and returns how many there were)."""
+    if cleanup:
+        import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
-    try:
-        if cleanup:
+        client = aioredis.Redis.from_url(url)
+        try:
             keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
             for i in range(0, len(keys), 500):
                 await client.delete(*keys[i : i + 500])
             return float(len(keys))
+        finally:
+            await client.aclose()
+    from llmgw.limits._redis_client import RedisClient
+
+    lean = RedisClient(url)
+    try:
         times = []
         for _ in range(200):
             start = time.perf_counter()
-            await client.ping()
+            await lean.call("PING")
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1e3
     finally:
-        await client.aclose()
+        await lean.close()
 
 
 def _header(args: argparse.Namespace, plan: Plan, run: Run, started: float, load: float) -> str:

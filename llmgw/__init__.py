@@ -3,7 +3,7 @@
 The ready gateway is :func:`make_app`; every piece it wires is importable on its own:
 the relay handler, the format surfaces, the middlewares, the providers and the sans-IO
 codecs in :mod:`llmgw.wire`. Importing llmgw has no side effects and loads no optional
-extra (botocore, google-auth, redis, asyncpg, aiosqlite, PyJWT are imported where used).
+extra (botocore, google-auth, asyncpg, aiosqlite, PyJWT are imported where used).
 """
 
 __version__ = "0.1.0"

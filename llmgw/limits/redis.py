@@ -1,18 +1,20 @@
-"""Counters in Redis, shared by every gateway instance (extra ``redis``).
+"""Counters in Redis, shared by every gateway instance.
 
 Each reserve and each settle is one Lua script, so a check and its charge are one atomic
-step on the server and one round trip from the gateway. The client has short socket
-timeouts, no retries and one deadline per call: a dead or frozen Redis costs a request at
-most ``max(timeout, 1) + 2 * timeout`` seconds, after which the limiter fails open or
-closed as configured.
+step on the server and one round trip from the gateway, over one pipelined connection
+(:mod:`._redis_client`). A command unanswered for ``timeout`` seconds drops the
+connection, and each call has one deadline: a dead or frozen Redis costs a request at most
+``max(timeout, 1) + 2 * timeout`` seconds, after which the limiter fails open or closed as
+configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
+from ..wire.resp import Reply, RespError
+from ._redis_client import RedisClient, RedisScript
 from .counters import Counter, CounterKind, Reserved, StoreUnavailableError
 
 __all__ = ("RESERVE_LUA", "SETTLE_LUA", "RedisCounters")
@@ -49,23 +51,31 @@ for i = 1, #KEYS do
   else
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     total = redis.call('ZCARD', key)
-    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if head[2] then oldest = tonumber(head[2]) end
   end
   used[i], first[i] = total, oldest
-  if refused == 0 and (total + amount > limit or total >= limit) then refused = i end
+  if refused == 0 and (total + amount > limit or total >= limit) then
+    refused = i
+    if kind ~= 'w' then  -- the earliest lease expiry says when a slot frees up
+      local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if head[2] then first[i] = tonumber(head[2]) end
+    end
+  end
 end
 if refused == 0 then
   for i = 1, #KEYS do
     local f = specs[i]
     local ttl = tonumber(f[6])
+    local amount = tonumber(f[3])
     if f[1] == 'w' then
-      redis.call('HINCRBY', KEYS[i], f[4], f[3])
+      -- A window key lives ttl past its newest bucket: extended when a bucket starts.
+      if redis.call('HINCRBY', KEYS[i], f[4], amount) == amount then
+        redis.call('PEXPIRE', KEYS[i], ttl)
+      end
     else
       redis.call('ZADD', KEYS[i], now + ttl, token)
+      redis.call('PEXPIRE', KEYS[i], ttl)
     end
-    redis.call('PEXPIRE', KEYS[i], ttl)
-    used[i] = used[i] + tonumber(f[3])
+    used[i] = used[i] + amount
   end
 end
 return refused .. ';' .. table.concat(used, ',') .. ';' .. table.concat(first, ',')
@@ -89,36 +99,17 @@ return 1
 
 
 class RedisCounters:
-    """Counters in one Redis database; ``url`` as redis-py takes it (``redis://host:6379/0``)."""
+    """Counters in one Redis database, at ``url`` (``redis://host:6379/0``)."""
 
     __slots__ = ("_client", "_deadline", "_reserve", "_settle")
 
-    def __init__(self, url: str, *, timeout: float = 0.25, pool_size: int = 32) -> None:
-        try:
-            import redis.asyncio as aioredis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise RuntimeError(
-                "limits backend 'redis' needs the extra: pip install llmgw[redis]"
-            ) from None
+    def __init__(self, url: str, *, timeout: float = 0.25) -> None:
         connect_timeout = max(timeout, 1.0)
-        # The whole call, queueing for a pooled connection included, ends by this deadline.
+        # A call ends by this deadline, a connect (and its AUTH/SELECT) included.
         self._deadline = connect_timeout + 2 * timeout
-        # A bounded pool: a burst of requests queues for a few connections instead of
-        # opening one each (hundreds of simultaneous connects time out on a busy host).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=self._deadline,
-            socket_timeout=timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
-        self._client: Any = aioredis.Redis.from_pool(pool)
-        self._reserve = self._client.register_script(RESERVE_LUA)
-        self._settle = self._client.register_script(SETTLE_LUA)
+        self._client = RedisClient(url, timeout=timeout, connect_timeout=connect_timeout)
+        self._reserve = RedisScript(self._client, RESERVE_LUA)
+        self._settle = RedisScript(self._client, SETTLE_LUA)
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
         args = [str(int(now * 1000)), token]
@@ -126,6 +117,8 @@ class RedisCounters:
             ttl_ms = max(int(c.ttl * 1000), 1)
             args.append(f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms}")
         reply = await self._call(self._reserve, [c.key for c in counters], args)
+        if not isinstance(reply, bytes):
+            raise StoreUnavailableError(f"redis: unexpected reserve reply {reply!r}")
         refused, used, first = reply.decode().split(";")
         return Reserved(
             refused=int(refused) - 1 if refused != "0" else None,
@@ -143,14 +136,12 @@ class RedisCounters:
         if keys:
             await self._call(self._settle, keys, args)
 
-    async def _call(self, script: Any, keys: list[str], args: Sequence[str | int]) -> Any:
-        from redis.exceptions import RedisError
-
+    async def _call(self, script: RedisScript, keys: list[str], args: list[str]) -> Reply:
         try:
             async with asyncio.timeout(self._deadline):
-                return await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
+                return await script(keys, args)
+        except (RespError, OSError, TimeoutError) as exc:
             raise StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
