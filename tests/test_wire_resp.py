@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmgw.wire import ProtocolError
-from llmgw.wire.resp import RespError, RespParser, encode_command
+from llmgw.wire.resp import Reply, RespError, RespParser, encode_command
 
 
 def test_commands_are_arrays_of_bulk_strings() -> None:
@@ -25,7 +25,7 @@ REPLIES = (
 )
 
 
-def _check(replies: list[object]) -> None:
+def _check(replies: list[Reply]) -> None:
     assert replies[0] == "OK"
     assert isinstance(replies[1], RespError) and replies[1].kind == "NOSCRIPT"
     assert replies[2:] == [-7, b"he\r\nl", None, b"", [1, [b"a", "b"], None], [], None]
@@ -39,7 +39,7 @@ def test_every_reply_type_decodes_at_every_split_offset() -> None:
 
 def test_replies_fed_one_byte_at_a_time() -> None:
     parser = RespParser()
-    replies = []
+    replies: list[Reply] = []
     for i in range(len(REPLIES)):
         replies += parser.feed(REPLIES[i : i + 1])
     _check(replies)
