@@ -21,7 +21,7 @@ from llmgw.metering import (
     UsageWriter,
 )
 from llmgw.metering.journal import read_records
-from llmgw.metering.state import close_snapshot, open_snapshot
+from llmgw.metering.state import RecordEntry, close_snapshot, open_snapshot
 from llmgw.typedefs import ApiFormat, Operation
 from llmgw.usage import Outcome, Usage
 
@@ -70,7 +70,7 @@ class GatedStore(MemoryUsageStore):
         self.failures = 0
         self.batches: list[int] = []
 
-    async def write(self, records: Sequence[UsageRecord]) -> None:
+    async def write(self, records: Sequence[RecordEntry]) -> None:
         await self.gate.wait()
         if self.failures > 0:
             self.failures -= 1

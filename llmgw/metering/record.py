@@ -17,7 +17,7 @@ from typing import Any
 
 from ..usage import Outcome
 
-__all__ = ("DISCARDED", "UsageRecord")
+__all__ = ("DISCARDED", "FIELD_NAMES", "UsageRecord", "utc_day")
 
 #: The closing state of a request that never became a proxied call: stores delete its open
 #: row instead of keeping it.
@@ -81,12 +81,12 @@ class UsageRecord:
     @property
     def day(self) -> str:
         """UTC calendar day of ``started_at`` (``YYYY-MM-DD``), the report's ``day`` group."""
-        return time.strftime("%Y-%m-%d", time.gmtime(self.started_at))
+        return utc_day(self.started_at)
 
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy costs more than the rest of a request's
         # metering, and every value here is already JSON-ready.
-        return dict(zip(_FIELD_NAMES, _values(self), strict=True))
+        return dict(zip(FIELD_NAMES, _values(self), strict=True))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageRecord:
@@ -107,8 +107,18 @@ class UsageRecord:
     def record(self) -> UsageRecord:
         return self
 
+    def values(self) -> tuple[Any, ...]:
+        """The field values in field order (one C call: what the SQL store writes)."""
+        values: tuple[Any, ...] = _values(self)
+        return values
 
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
-_values = operator.attrgetter(*_FIELD_NAMES)
+
+def utc_day(timestamp: float) -> str:
+    """``YYYY-MM-DD`` of a Unix time, in UTC."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_values = operator.attrgetter(*FIELD_NAMES)
 # Records hold no cycles; skipping the check is a measurable share of a journal append.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

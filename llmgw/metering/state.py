@@ -22,7 +22,8 @@ from typing import Any, NamedTuple, Protocol
 
 from ..context import RequestContext
 from ..log import relay_logger
-from .record import DISCARDED, UsageRecord
+from ..usage import Outcome
+from .record import DISCARDED, FIELD_NAMES, UsageRecord
 
 __all__ = (
     "PendingRecord",
@@ -37,6 +38,7 @@ __all__ = (
 )
 
 OPEN_TAG = "o1"
+OPEN_OUTCOME = Outcome.IN_FLIGHT.value
 CLOSE_TAG = "c1"
 
 #: Positions after the tag, in :class:`UsageRecord` field names.
@@ -219,68 +221,35 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)  # a StrEnum on the context: its value
 
 
-def build_record(opened: tuple[Any, ...], closed: tuple[Any, ...] | None) -> UsageRecord:
-    """The record for an open snapshot and, once there is one, its close snapshot."""
+def record_values(opened: tuple[Any, ...], closed: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """A record's field values, in :class:`UsageRecord` field order, from its snapshots.
+
+    What the SQL store writes (a row is these plus a few encodings), without building the
+    record object: on a saturated gateway the writer shares the core with the requests.
+    """
+    (_, request_id, started_at, key_id, user, team, project, session_id, agent_id, fmt, op,
+     stream, model) = opened  # fmt: skip
     if closed is None:
-        (_, request_id, started_at, key_id, user, team, project, session_id, agent_id, fmt, op,
-         stream, model) = opened  # fmt: skip
-        return UsageRecord(
-            request_id=request_id,
-            started_at=started_at,
-            key_id=key_id,
-            user=user,
-            team=team,
-            project=project,
-            session_id=session_id,
-            agent_id=agent_id,
-            client_format=_text(fmt),
-            operation=_text(op),
-            stream=stream,
-            requested_model=model,
-        )
-    (_, request_id, started_at, key_id, user, team, project, session_id, agent_id) = opened[:9]
+        return (request_id, started_at, OPEN_OUTCOME, None, key_id, user, team, project,
+                session_id, agent_id, _text(fmt), _text(op), stream, None, None, (), model,
+                None, 0, 0, 0, 0, 0, 0, None, {}, False, None, None, None, None, None, 0,
+                None, None, None)  # fmt: skip
     (_, _, outcome, fmt, op, stream, model, provider, deployment, attempts, upstream_model,
      input_tokens, output_tokens, cache_creation, cache_5m, cache_1h, cache_read, thinking,
      tools, estimated, parse_error, stop_reason, message_id, ttfb, duration, bytes_out, status,
      error, cost) = closed  # fmt: skip
-    return UsageRecord(
-        request_id=request_id,
-        started_at=started_at,
-        outcome=str(outcome),
-        finished_at=None if duration is None else started_at + duration,
-        key_id=key_id,
-        user=user,
-        team=team,
-        project=project,
-        session_id=session_id,
-        agent_id=agent_id,
-        client_format=_text(fmt),
-        operation=_text(op),
-        stream=stream,
-        provider=provider,
-        deployment=deployment,
-        attempts=tuple(map(_attempt, attempts)),
-        requested_model=model,
-        upstream_model=upstream_model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_creation_tokens=cache_creation,
-        cache_creation_5m_tokens=cache_5m,
-        cache_creation_1h_tokens=cache_1h,
-        cache_read_tokens=cache_read,
-        thinking_tokens=thinking,
-        server_tool_use=dict(tools) if tools else {},
-        estimated=estimated,
-        parse_error=parse_error,
-        stop_reason=stop_reason,
-        message_id=message_id,
-        ttfb=ttfb,
-        duration=duration,
-        bytes_out=bytes_out,
-        status=status,
-        error=error,
-        cost_micros=cost,
-    )
+    return (request_id, started_at, str(outcome),
+            None if duration is None else started_at + duration, key_id, user, team, project,
+            session_id, agent_id, _text(fmt), _text(op), stream, provider, deployment,
+            tuple(map(_attempt, attempts)), model, upstream_model, input_tokens, output_tokens,
+            cache_creation, cache_5m, cache_1h, cache_read, thinking,
+            dict(tools) if tools else {}, estimated, parse_error, stop_reason, message_id, ttfb,
+            duration, bytes_out, status, error, cost)  # fmt: skip
+
+
+def build_record(opened: tuple[Any, ...], closed: tuple[Any, ...] | None) -> UsageRecord:
+    """The record for an open snapshot and, once there is one, its close snapshot."""
+    return UsageRecord(**dict(zip(FIELD_NAMES, record_values(opened, closed), strict=True)))
 
 
 def open_record(ctx: RequestContext) -> UsageRecord:
@@ -307,6 +276,10 @@ class RecordEntry(Protocol):
     def snapshot_lines(self) -> bytes: ...
 
     def record(self) -> UsageRecord: ...
+
+    def values(self) -> tuple[Any, ...]:
+        """The record's field values in :class:`UsageRecord` field order."""
+        ...
 
 
 class PendingRecord(NamedTuple):
@@ -336,6 +309,9 @@ class PendingRecord(NamedTuple):
 
     def record(self) -> UsageRecord:
         return build_record(self.opened, self.closed)
+
+    def values(self) -> tuple[Any, ...]:
+        return record_values(self.opened, self.closed)
 
 
 def parse_lines(lines: Iterable[bytes], source: str) -> list[UsageRecord]:

@@ -8,15 +8,14 @@ batches may arrive in any order. Requests that never became a proxied call are k
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..storage.db import Database
-from .record import DISCARDED, UsageRecord
+from .record import DISCARDED, FIELD_NAMES, UsageRecord, utc_day
 from .report import GROUP_BY, UsageGroup, aggregate_records
+from .state import RecordEntry
 
 __all__ = ("MemoryUsageStore", "SQLUsageStore", "UsageStore")
 
@@ -28,7 +27,7 @@ class UsageStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def write(self, records: Sequence[UsageRecord]) -> None:
+    async def write(self, records: Sequence[RecordEntry]) -> None:
         """Upsert by request id; a closed row is final and left as it is."""
         ...
 
@@ -55,12 +54,12 @@ class MemoryUsageStore:
     async def close(self) -> None:
         return None
 
-    async def write(self, records: Sequence[UsageRecord]) -> None:
-        for record in records:
-            current = self._rows.get(record.request_id)
+    async def write(self, records: Sequence[RecordEntry]) -> None:
+        for entry in records:
+            current = self._rows.get(entry.request_id)
             if current is not None and not current.is_open:
                 continue
-            self._rows[record.request_id] = record
+            self._rows[entry.request_id] = entry.record()
 
     async def get(self, request_id: str) -> UsageRecord | None:
         return self._rows.get(request_id)
@@ -81,10 +80,10 @@ class MemoryUsageStore:
 _RENAMED = {"user": "user_name"}
 _JSON_FIELDS = ("attempts", "server_tool_use")
 _BOOL_FIELDS = ("stream", "estimated")
-_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
-_values = operator.attrgetter(*_FIELDS)
+_FIELDS = FIELD_NAMES
 _AT_ATTEMPTS, _AT_TOOLS = _FIELDS.index("attempts"), _FIELDS.index("server_tool_use")
 _AT_STREAM, _AT_ESTIMATED = _FIELDS.index("stream"), _FIELDS.index("estimated")
+_AT_STARTED = _FIELDS.index("started_at")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _COLUMNS = (*(_RENAMED.get(name, name) for name in _FIELDS), "day")
 _SQL_TYPES: Mapping[str, str] = {
@@ -160,7 +159,7 @@ class SQLUsageStore:
     async def close(self) -> None:
         return None  # the Database belongs to whoever opened it
 
-    async def write(self, records: Sequence[UsageRecord]) -> None:
+    async def write(self, records: Sequence[RecordEntry]) -> None:
         if records:
             await self.db.executemany(self._upsert, [_row(r) for r in records])
 
@@ -211,16 +210,16 @@ class SQLUsageStore:
         return sorted(groups, key=UsageGroup.sort_key)
 
 
-def _row(record: UsageRecord) -> list[Any]:
-    # Runs for every record in the writer task, on the event loop: one C attrgetter call and
-    # four patched slots instead of a Python loop over 40 fields.
-    values = list(_values(record))
-    attempts, tools = record.attempts, record.server_tool_use
+def _row(entry: RecordEntry) -> list[Any]:
+    # Runs for every record in the writer task, on the event loop: the field values come
+    # straight from the snapshots (no record object), then four slots are encoded.
+    values = list(entry.values())
+    attempts, tools = values[_AT_ATTEMPTS], values[_AT_TOOLS]
     values[_AT_ATTEMPTS] = _ENCODE(list(attempts)) if attempts else "[]"
     values[_AT_TOOLS] = _ENCODE(tools) if tools else "{}"
-    values[_AT_STREAM] = int(record.stream)
-    values[_AT_ESTIMATED] = int(record.estimated)
-    values.append(record.day)
+    values[_AT_STREAM] = int(values[_AT_STREAM])
+    values[_AT_ESTIMATED] = int(values[_AT_ESTIMATED])
+    values.append(utc_day(values[_AT_STARTED]))
     return values
 
 

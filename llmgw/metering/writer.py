@@ -247,24 +247,23 @@ class UsageWriter:
     async def _commit(self, batch: Sequence[RecordEntry]) -> None:
         """Write until it succeeds; a store outage must not lose records."""
         entries = settle(batch)
-        rows = [entry.record() for entry in entries]
         assert self.store is not None
         backoff = 0.05
         while True:
             try:
-                await self.store.write(rows)
+                await self.store.write(entries)
                 break
             except Exception as exc:
                 relay_logger.warning(
                     "usage store write of %d records failed (%s: %s); retrying in %.2fs",
-                    len(rows),
+                    len(entries),
                     type(exc).__name__,
                     exc,
                     backoff,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
-        self.committed += len(rows)
+        self.committed += len(entries)
         if self.journal is None:
             return
         unsettled = self._unsettled
