@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -79,6 +80,16 @@ def test_redactor_masks_secret_query_parameters_only() -> None:
     assert red.query("beta=true&key=abc123&x-amz-signature=ff&limit=5") == (
         "beta=true&key=[REDACTED]&x-amz-signature=[REDACTED]&limit=5"
     )
+
+
+def test_a_remembered_query_is_still_masked_for_a_request_whose_credential_it_holds() -> None:
+    base = Redactor()
+    opaque = "opaque-credential-0123456789"
+    query = f"note={opaque}"
+    assert base.query(query) == query  # no known shape: clean, and remembered
+    assert base.query(query) == query
+    assert base.with_literals([opaque]).query(query) == f"note={quote(MASK, safe='[]')}"
+    assert base.query(query) == query
 
 
 async def test_capture_is_off_by_default(

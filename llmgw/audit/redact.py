@@ -62,7 +62,7 @@ class Redactor:
     which holds nothing the audit log would not store as is); safe to share across
     requests."""
 
-    __slots__ = ("_clean", "_literals", "_patterns")
+    __slots__ = ("_clean", "_literals", "_patterns", "_queries")
 
     def __init__(self, *, literals: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         self._literals = tuple(
@@ -73,12 +73,15 @@ class Redactor:
             compiled.append(re.compile(NAMED_PATTERNS.get(pattern, pattern)))
         self._patterns = tuple(compiled)
         self._clean: set[str] = set()
+        #: Query strings already redacted (the same few repeat: ``beta=true``).
+        self._queries: dict[str, str] = {}
 
     def with_literals(self, literals: Iterable[str]) -> Redactor:
         """A copy that also redacts ``literals`` (e.g. one request's presented credential)."""
         clone = Redactor.__new__(Redactor)
         clone._patterns = self._patterns
         clone._clean = self._clean  # same patterns, so the same strings are clean
+        clone._queries = self._queries  # kept only for queries no literal touched
         extra = {s for s in literals if len(s) >= _MIN_LITERAL}
         clone._literals = tuple(sorted(set(self._literals) | extra, key=len, reverse=True))
         return clone
@@ -107,8 +110,16 @@ class Redactor:
         """A query string with the values of secret-named parameters masked."""
         if not raw_query:
             return ""
+        literal = any(s in raw_query for s in self._literals)
+        if not literal and (known := self._queries.get(raw_query)) is not None:
+            return known
         parts = []
         for name, value in parse_qsl(raw_query, keep_blank_values=True):
             shown = MASK if _SECRET_PARAM.match(name) else self.text(value)
             parts.append(f"{quote(name, safe='')}={quote(shown, safe='[]')}")
-        return "&".join(parts)
+        redacted = "&".join(parts)
+        if not literal and len(raw_query) <= _CLEAN_MAX_LEN:
+            if len(self._queries) >= _CLEAN_MAX_ENTRIES:
+                self._queries.clear()
+            self._queries[raw_query] = redacted
+        return redacted
