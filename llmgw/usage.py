@@ -308,7 +308,10 @@ class SSEUsageTap:
         if self._mode == _SKIM and not self._tail_read:
             self._tail_read = True
             tail = b"".join(self._window)
-            for step in (self._read_tail, self._sample_tail):
+            # After a parse failure nothing more is parsed, but the cut stream's deltas
+            # are still sized for the estimate.
+            steps = (self._sample_tail,) if self._failed else (self._read_tail, self._sample_tail)
+            for step in steps:
                 if self.usage.final:
                     break
                 try:
