@@ -16,8 +16,9 @@ from typing import Any
 from ._translate_errors import bedrock_exception_type
 from ._translate_request import dumps
 from ._translate_stream import EVENTSTREAM, sse_error, with_model
-from .usage import JSONUsageTap, SSEUsageTap, Usage
+from .usage import JSONUsageTap, Usage
 from .usage_bedrock import BedrockUsageTap, event_type
+from .usage_sse import SSEUsageTap
 from .wire import (
     EventStreamDecoder,
     ProtocolError,

@@ -12,8 +12,9 @@ import json
 
 from ._translate_errors import anthropic_error_type, bedrock_exception_type
 from ._translate_request import dumps
-from .usage import SSEUsageTap, Usage
+from .usage import Usage
 from .usage_bedrock import BedrockUsageTap, event_type, exception_info
+from .usage_sse import SSEUsageTap
 from .wire import (
     EventStreamDecoder,
     ProtocolError,

@@ -33,8 +33,9 @@ from .context import RequestContext
 from .providers.base import UpstreamCall
 from .routes import Deployment
 from .typedefs import ApiFormat, Operation
-from .usage import JSONUsageTap, SSEUsageTap, Usage, UsageTap
+from .usage import JSONUsageTap, Usage, UsageTap
 from .usage_bedrock import BedrockJSONUsageTap, BedrockUsageTap
+from .usage_sse import SSEUsageTap
 from .wire.eventstream import encode_bedrock_exception
 from .wire.sse import encode_event
 

@@ -1,7 +1,7 @@
 """Usage from Bedrock responses: event-stream frames, InvokeModel JSON and its headers.
 
 The stream tap decodes a *view* of the frames (base64 ``bytes`` → the inner Anthropic event)
-and feeds the same accounting as :class:`~llmgw.usage.SSEUsageTap`; the client's bytes are
+and feeds the same accounting as :class:`~llmgw.usage_sse.SSEUsageTap`; the client's bytes are
 never touched. Bedrock's own ``amazon-bedrock-invocationMetrics`` (on ``message_stop``) and
 ``X-Amzn-Bedrock-*-Token-Count`` headers are what AWS bills, so they win when present.
 """
@@ -18,7 +18,8 @@ from multidict import MultiMapping
 
 from ._translate_errors import anthropic_error_type
 from .log import relay_logger
-from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, JSONUsageTap, SSEUsageTap, Usage
+from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, JSONUsageTap, Usage
+from .usage_sse import SSEUsageTap
 from .wire import (
     EventStreamDecoder,
     EventStreamMessage,

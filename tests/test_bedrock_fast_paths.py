@@ -14,7 +14,7 @@ import pytest
 
 from llmgw._translate_errors import anthropic_error_type
 from llmgw._translate_stream import EventStreamToSSE
-from llmgw.usage import SSEUsageTap, Usage
+from llmgw.usage import Usage
 from llmgw.usage_bedrock import (
     METRICS_KEY,
     BedrockUsageTap,
@@ -22,6 +22,7 @@ from llmgw.usage_bedrock import (
     event_type,
     exception_info,
 )
+from llmgw.usage_sse import SSEUsageTap
 from llmgw.wire import (
     EventStreamDecoder,
     EventStreamMessage,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from llmgw.demo import DemoUsage, message_events, message_json, sse_bytes
-from llmgw.usage import JSONUsageTap, SSEUsageTap, Usage
+from llmgw.usage import JSONUsageTap, Usage
+from llmgw.usage_sse import SSEUsageTap
 
 MODEL = "claude-sonnet-4-6"
 FULL = DemoUsage(

@@ -1,0 +1,284 @@
+"""The usage tap of an Anthropic SSE stream (Anthropic and Vertex upstreams, and the SSE
+leg of the translators).
+
+Like every tap it reads a view of the bytes the client is sent and never changes, delays or
+holds them; a stream it cannot parse flags the usage instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .log import relay_logger
+from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, Usage, usage_from_message
+from .wire import ProtocolError
+from .wire.sse import SSEDecoder
+
+__all__ = ("SSEUsageTap",)
+
+# The SSE tap's modes: decoding the first event, skimming, or decoding every event.
+_HEAD, _SKIM, _DECODE = range(3)
+#: The canonical head of the first event of an Anthropic stream.
+_START = b"event: message_start\ndata: "
+#: A first event still unfinished after this many bytes is not one the tap skims past.
+_HEAD_LIMIT = 1 << 20
+#: Chunks of whole events up to this size are accounted as they pass, not kept.
+_SMALL = 4096
+#: Bytes of a stream's end kept (chunk references) for its usage events and estimates.
+_TAIL_KEEP = 64 << 10
+#: Anthropic sends ``message_delta`` (then ``message_stop``), or an ``error``, last: they
+#: are looked for in this many final bytes.
+_TAIL_SCAN = 16 << 10
+_TAIL_FIELDS = (b"\nevent: message_delta\n", b"\nevent: error\n")
+
+
+class SSEUsageTap:
+    """Usage from an Anthropic SSE stream (Anthropic and Vertex upstreams).
+
+    An Anthropic stream carries usage in its first event (``message_start``) and in its
+    last ones (``message_delta``, or an ``error`` that ends it); everything between is
+    content. So the tap decodes the first event, and then:
+
+    * a small chunk of whole events (how a stream trickles: an event or a few per read)
+      is accounted at once (deltas by size, usage events parsed) and not kept;
+    * any other chunk is only *kept*: references to the last ``_TAIL_KEEP`` bytes, no
+      copy, no scan, so a big chunk costs what a small one does. At the end the tap
+      decodes the kept tail from its last ``message_delta`` or ``error`` on. A stream cut
+      before ``message_delta`` gets its output estimated from the size of the deltas in
+      the tail, scaled to all the bytes that were only kept.
+
+    A stream whose first event is not a canonical ``event: message_start`` / ``data:``
+    pair (another first event, CR line ends, comments, a BOM) is decoded event by event
+    instead, with every event accounted as it comes.
+    """
+
+    __slots__ = (
+        "_carry",
+        "_decoder",
+        "_delta_bytes",
+        "_failed",
+        "_mode",
+        "_skimmed",
+        "_tail_read",
+        "_whole",
+        "_window",
+        "_window_len",
+        "error",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.error: dict[str, Any] | None = None
+        self._decoder = SSEDecoder()
+        self._delta_bytes = 0
+        self._failed = False
+        self._mode = _HEAD
+        self._carry = b""  # head mode: the bytes of an unfinished first event
+        # skim mode: the last chunks (at least _TAIL_KEEP bytes of them, when there were).
+        self._window: list[bytes] = []
+        self._window_len = 0
+        self._whole = True  # the window still starts where skimming began: an event boundary
+        self._skimmed = 0
+        self._tail_read = False
+
+    @property
+    def pending(self) -> bool:
+        """True when the bytes seen so far end inside an unfinished event."""
+        if self._mode == _HEAD:
+            return bool(self._carry)
+        if self._mode == _DECODE:
+            return self._decoder.pending
+        if not self._window:
+            return False
+        end = self._window[-1][-4:]
+        if len(end) < 4 and len(self._window) > 1:
+            end = (self._window[-2][-4:] + end)[-4:]
+        if end.endswith(b"\n\n"):
+            return False
+        if b"\r" not in end:
+            return True
+        tail = b"".join(self._window)  # CR line ends mid-stream: let a decoder judge
+        probe = SSEDecoder()
+        probe.feed(b"\n")  # past the BOM check
+        probe.feed(tail[self._boundary_before(tail, len(tail)) :])
+        return probe.pending
+
+    def feed(self, chunk: bytes) -> None:
+        if self._failed or not chunk:
+            return
+        if self._mode == _SKIM:
+            window = self._window
+            if len(chunk) <= _SMALL and chunk.endswith(b"\n\n"):
+                # Whole events (a trickling stream's usual chunk): account them now and
+                # hold nothing. A window that starts at a boundary is drained the same way.
+                if not window:
+                    return self._account(chunk)
+                if self._whole and self._window_len <= _SMALL:
+                    window.append(chunk)
+                    self._skimmed -= self._window_len
+                    self._window_len = 0
+                    data = b"".join(window)
+                    window.clear()
+                    return self._account(data)
+            # The hot path of big chunks: keep a reference, look at nothing.
+            window.append(chunk)
+            self._skimmed += len(chunk)
+            size = self._window_len + len(chunk)
+            while size - len(window[0]) >= _TAIL_KEEP:
+                size -= len(window.pop(0))
+                self._whole = False
+            self._window_len = size
+            return None
+        try:
+            if self._mode == _HEAD:
+                self._head(chunk)
+            else:
+                self._decode(chunk)
+        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._fail(exc)
+
+    def _account(self, data: bytes) -> None:
+        """Whole events met while skimming: deltas by size, usage events parsed."""
+        try:
+            for name, payload in _events(data):
+                if name == "content_block_delta":
+                    self._delta_bytes += max(len(payload) - _DELTA_OVERHEAD, 1)
+                elif name in ("message_delta", "error"):
+                    self.on_event(name, payload)
+        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._fail(exc)
+
+    def _head(self, chunk: bytes) -> None:
+        data = self._carry + chunk if self._carry else chunk
+        self._carry = b""
+        end = data.find(b"\n\n") + 2
+        if end < 2:
+            if len(data) > _HEAD_LIMIT or b"\r" in data:
+                self._mode = _DECODE
+                self._decode(data)
+            else:
+                self._carry = data
+            return
+        first = data[:end]
+        if not first.startswith(_START) or first.count(b"\n") != 3 or b"\r" in first:
+            self._mode = _DECODE
+            self._decode(data)
+            return
+        self.on_event("message_start", first[len(_START) : -2])
+        self._mode = _SKIM
+        if end < len(data):
+            self.feed(data[end:])
+
+    def _decode(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            self.on_event(event.event, event.data)
+
+    def on_event(self, name: str, data: bytes) -> None:
+        """Account one Anthropic event (also used by the Bedrock tap for inner events)."""
+        if name == "content_block_delta":
+            self._delta_bytes += max(len(data) - _DELTA_OVERHEAD, 1)
+        elif name == "message_start":
+            message = json.loads(data)["message"]
+            usage_from_message(message, self.usage)
+            self.usage.final = False
+        elif name == "message_delta":
+            payload = json.loads(data)
+            if isinstance(payload.get("usage"), dict):
+                self.usage.update(payload["usage"])
+                self.usage.final = True
+                self.usage.estimated = False
+            stop = payload.get("delta", {}).get("stop_reason")
+            if isinstance(stop, str):
+                self.usage.stop_reason = stop
+        elif name == "error":
+            payload = json.loads(data)
+            self.error = payload.get("error") if isinstance(payload, dict) else None
+            kind = self.error.get("type") if isinstance(self.error, dict) else None
+            self.usage.upstream_error = kind if isinstance(kind, str) else "error"
+
+    def close(self) -> None:
+        """End of stream (clean or not): read the tail, and estimate output if the final
+        usage never came."""
+        if self._mode == _SKIM and not self._tail_read:
+            self._tail_read = True
+            tail = b"".join(self._window)
+            # After a parse failure nothing more is parsed, but the cut stream's deltas
+            # are still sized for the estimate.
+            steps = (self._sample_tail,) if self._failed else (self._read_tail, self._sample_tail)
+            for step in steps:
+                if self.usage.final:
+                    break
+                try:
+                    step(tail)
+                except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                    self._fail(exc)
+        usage = self.usage
+        if not usage.final and self._delta_bytes:
+            estimate = -(-self._delta_bytes // _BYTES_PER_TOKEN)
+            if estimate > usage.output_tokens:
+                usage.output_tokens = estimate
+                usage.estimated = True
+
+    def _read_tail(self, tail: bytes) -> None:
+        found = [p for p in (self._last_line(tail, f) for f in _TAIL_FIELDS) if p >= 0]
+        if found:
+            start = min(found)
+            for name, data in _events(tail[self._boundary_before(tail, start, start) :]):
+                if name in ("message_delta", "error"):
+                    self.on_event(name, data)
+
+    def _sample_tail(self, tail: bytes) -> None:
+        # Cut short: size the deltas on the tail and scale to everything skimmed.
+        start = 0 if self._whole else tail.find(b"\n\n") + 2
+        if (start < 2 and not self._whole) or start >= len(tail):
+            return
+        sampled = sum(
+            max(len(data) - _DELTA_OVERHEAD, 1)
+            for name, data in _events(tail[start:])
+            if name == "content_block_delta"
+        )
+        self._delta_bytes += sampled * self._skimmed // (len(tail) - start)
+
+    def _last_line(self, tail: bytes, line: bytes) -> int:
+        """Offset of the last ``line`` (``\\n`` + field + ``\\n``) in the scanned end of
+        ``tail``, or -1."""
+        found = tail.rfind(line, max(0, len(tail) - _TAIL_SCAN))
+        if found >= 0:
+            return found + 1
+        return 0 if self._whole and tail.startswith(line[1:]) else -1
+
+    def _boundary_before(self, tail: bytes, offset: int, default: int = 0) -> int:
+        """The last event boundary at or before ``offset``: after any ``\\n\\n`` (a blank
+        line, whatever the line ends), or the tail's start when it is one."""
+        found = tail.rfind(b"\n\n", 0, offset)
+        if found >= 0:
+            return found + 2
+        return 0 if self._whole else default
+
+    def _fail(self, exc: Exception) -> None:
+        self._failed = True
+        self.usage.parse_error = f"{type(exc).__name__}: {exc}"
+        relay_logger.warning("usage tap stopped parsing: %s", self.usage.parse_error)
+
+
+def _events(data: bytes) -> list[tuple[str, bytes]]:
+    """The whole events of ``data``, which starts at an event boundary mid-stream.
+
+    Canonical ``event:``/``data:`` pairs are split at C speed; anything else goes through
+    the decoder.
+    """
+    blocks = data.split(b"\n\n")[:-1]  # the last piece is empty or an unfinished event
+    events = []
+    if b"\r" not in data:
+        for block in blocks:
+            name, sep, payload = block.partition(b"\ndata: ")
+            if not sep or not name.startswith(b"event: ") or b"\n" in payload or b"\n" in name:
+                break
+            events.append((name[7:].decode(), payload))
+        else:
+            return events
+    decoder = SSEDecoder()
+    decoder.feed(b"\n")  # past the stream-start BOM rule
+    return [(event.event, event.data) for event in decoder.feed(data)]
