@@ -44,6 +44,11 @@ async def stream_response(
     cfg: UpstreamConfig,
     dog: Watchdog,
 ) -> web.StreamResponse:
+    # The answer is committed from here on (no failover builds another upstream call), so
+    # the parsed request body goes: ~1.8x a Claude Code body of ~100 KB in Python objects,
+    # held for as long as the stream lasts otherwise. ``raw_body`` stays (aiohttp keeps
+    # those bytes on the request anyway).
+    ctx.body = None
     content_type = up.headers.get("content-type", "application/json")
     adapter = response_adapter(
         ctx, deployment, content_type, headers=up.headers, ping_interval=cfg.ping_interval

@@ -62,6 +62,8 @@ class RequestContext:
     client_format: ApiFormat | None = None
     operation: Operation | None = None
     stream: bool = False
+    #: The parsed request body; released (``None``) once the relay starts streaming the
+    #: answer, as nothing is built from it after that. ``raw_body`` stays.
     body: JSON | None = None
     raw_body: bytes | None = None
     requested_model: str | None = None
@@ -160,6 +162,11 @@ async def get_body(request: web.Request) -> JSON:
     ctx = get_context(request)
     if ctx.body is not None:
         return ctx.body
+    if ctx.raw_body is not None:  # released by the relay: parse the same bytes again
+        body = json.loads(ctx.raw_body)
+        assert isinstance(body, dict)
+        ctx.body = body
+        return body
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")

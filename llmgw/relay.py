@@ -181,6 +181,7 @@ async def _attempt(
         raise _TryNext(BadGatewayError("the upstream could not be reached")) from None
     finally:
         attempt.duration = time.monotonic() - t0
+    del call, up_req  # the body they hold is sent: not kept for the length of the stream
     attempt.status = up.status
     if up.status in RETRYABLE_STATUSES:
         plan.failed(deployment, parse_retry_after(up.headers))

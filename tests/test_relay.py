@@ -134,6 +134,30 @@ async def test_first_event_reaches_client_before_upstream_sends_the_second(
     assert _events(first + rest)[-1] == "message_stop"
 
 
+async def test_the_parsed_request_body_is_released_while_the_answer_streams(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    second = asyncio.Event()
+    fake_anthropic.queue(Reply(gates={1: second}))
+    seen: list[RequestContext] = []
+
+    @web.middleware
+    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(get_context(request))  # the live context, not a copy
+        return await handler(request)
+
+    client = await gateway(middlewares=(keep,))
+    resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
+    await asyncio.wait_for(resp.content.readuntil(b"\n\n"), PROMPT)
+    (ctx,) = seen
+    assert ctx.body is None  # mid-stream: only the bytes remain
+    assert ctx.raw_body is not None and json.loads(ctx.raw_body)["model"] == MODEL
+    second.set()
+    await resp.read()
+    assert ctx.outcome is Outcome.COMPLETE
+    assert fake_anthropic.requests[-1].json()["model"] == MODEL
+
+
 async def test_sse_bytes_reach_the_client_unchanged_whatever_the_chunking(
     gateway: GatewayFactory, fake_anthropic: FakeAnthropic
 ) -> None:
