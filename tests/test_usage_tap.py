@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -230,3 +232,80 @@ def test_json_tap_invalid_json_flags_parse_error() -> None:
     tap.close()
     assert tap.usage.parse_error is not None
     assert tap.usage.input_tokens == 0
+
+
+class DecodingTap(SSEUsageTap):
+    """The reference: every event through the decoder (the path of non-canonical streams)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mode = 2  # usage_sse._DECODE
+
+
+def _random_stream(rng: random.Random) -> bytes:
+    def text(n: int) -> str:
+        alphabet = 'ab c\n"\\é✓\r\t{}' if rng.random() < 0.3 else "abcdefgh "
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    usage = DemoUsage(
+        input_tokens=rng.randint(1, 999),
+        output_tokens=rng.randint(1, 9999),
+        cache_creation_5m=rng.choice((0, 100)),
+        cache_creation_1h=rng.choice((0, 2000)),
+        cache_read=rng.choice((0, 30000)),
+    )
+    events = message_events(
+        model=MODEL,
+        text=text(rng.choice((0, 5, 300, 5000, 60000))),
+        thinking=text(200) if rng.random() < 0.3 else None,
+        tool_use=("Read", {"path": text(50)}) if rng.random() < 0.3 else None,
+        usage=usage,
+    )
+    if rng.random() < 0.2:  # pings between events, as the API sends them
+        for _ in range(3):
+            events.insert(rng.randint(1, len(events) - 1), ("ping", {"type": "ping"}))
+    if rng.random() < 0.1:  # an in-band error ends the stream early
+        cut = rng.randint(1, len(events) - 1)
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}
+        events = [*events[:cut], ("error", error)]
+    data = sse_bytes(events)
+    if rng.random() < 0.3:  # cut anywhere, even inside an event
+        data = data[: rng.randint(1, len(data))]
+    return data
+
+
+def _chunks(data: bytes, rng: random.Random) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        if rng.random() < 0.5:  # whole events, a few at a time, as a trickling stream reads
+            end = data.find(b"\n\n", pos + rng.randint(0, 2000))
+            size = (end + 2 - pos) if end >= 0 else len(data) - pos
+        else:
+            size = rng.choice((1, 7, 100, 1000, 4096, 20000, 65536, 200000))
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skimming_tap_reads_what_the_decoding_tap_reads_on_random_streams(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(100):
+        data = _random_stream(rng)
+        tap, reference = SSEUsageTap(), DecodingTap()
+        for chunk in _chunks(data, rng):
+            tap.feed(chunk)
+            reference.feed(chunk)
+            assert tap.pending == reference.pending
+        tap.close()
+        reference.close()
+        got, want = asdict(tap.usage), asdict(reference.usage)
+        assert tap.error == reference.error
+        if want["final"] or not want["estimated"]:
+            assert got == want  # what the provider reported: exactly
+        else:  # cut before message_delta: the same counts, output estimated within 2x
+            assert got["estimated"]
+            assert want["output_tokens"] / 2 <= got["output_tokens"] <= want["output_tokens"] * 2
+            for field in ("output_tokens", "estimated"):
+                del got[field], want[field]
+            assert got == want
