@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from _procs import BenchError, rss_bytes
 from _report import Sample, percentile
-from _servers import PAYLOADS, T0_HEADER, Payload
+from _servers import T0_HEADER, Payload, payloads
 from _variants import BENCH_KEY, Variant
 
 from llmgw.wire.sse import SSEDecoder
@@ -88,7 +88,7 @@ class Endpoint:
     def payloads(self) -> dict[str, Payload]:
         """What the upstream sends, by case (a translating variant's client gets another format)."""
         flavor = "bedrock" if self.variant.surface == "bedrock" else "sse"
-        return PAYLOADS[flavor]
+        return payloads()[flavor]
 
     def url(self, case: str) -> str:
         return self.base + self.variant.path.format(case=case)

@@ -1,6 +1,6 @@
 """The processes `relay.py` measures, each run as its own child: `python _servers.py ROLE ...`.
 
-* `upstream`: a fast fake provider. Every answer is pre-built bytes (see `PAYLOADS`), so the
+* `upstream`: a fast fake provider. Every answer is pre-built bytes (see `payloads()`), so the
   upstream costs as little CPU as possible and the same bytes can be checked on arrival: SSE
   for the Messages API, the same events as Bedrock event-stream frames for
   `POST /model/{id}/invoke-with-response-stream`.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -46,13 +47,13 @@ from llmgw.wire.sse import encode_event  # noqa: E402
 __all__ = (
     "CASES",
     "EVENTSTREAM_TYPE",
-    "PAYLOADS",
     "T0_HEADER",
     "Payload",
     "loop_name",
     "main",
     "naive_app",
     "payload",
+    "payloads",
     "upstream_app",
 )
 
@@ -158,11 +159,23 @@ def _build_payloads() -> dict[str, dict[str, Payload]]:
     return out
 
 
-#: Every answer the upstream can give: `PAYLOADS[flavor][case]`. The flavor is `bedrock` for
-#: `POST /model/{id}/invoke-with-response-stream`, else `sse`; the case is `?case=NAME`, else
-#: `bench-NAME` in the path (for providers whose URL the gateway builds itself).
-PAYLOADS: dict[str, dict[str, Payload]] = _build_payloads()
-CASES = tuple(PAYLOADS["sse"])
+@functools.cache
+def payloads() -> dict[str, dict[str, Payload]]:
+    """Every answer the upstream can give: ``payloads()[flavor][case]``. The flavor is
+    ``bedrock`` for ``POST /model/{id}/invoke-with-response-stream``, else ``sse``; the case
+    is ``?case=NAME``, else ``bench-NAME`` in the path (for providers whose URL the gateway
+    builds itself).
+
+    Built on first use, by the upstream and the driver only: building them leaves ~20 MB of
+    freed heap behind, which a proxy process would then grow into for free, and its RSS per
+    open stream would look smaller than it is.
+    """
+    built = _build_payloads()
+    assert tuple(built["sse"]) == CASES
+    return built
+
+
+CASES = ("short", "large", "paced")
 
 
 def _payload_for(request: web.Request) -> Payload | None:
@@ -170,7 +183,7 @@ def _payload_for(request: web.Request) -> Payload | None:
     name = request.query.get("case")
     if name is None:
         name = next((n for n in CASES if f"bench-{n}" in request.path), "short")
-    return PAYLOADS[flavor].get(name)
+    return payloads()[flavor].get(name)
 
 
 async def _upstream(request: web.Request) -> web.StreamResponse:
@@ -200,6 +213,7 @@ async def _upstream(request: web.Request) -> web.StreamResponse:
 
 
 def upstream_app() -> web.Application:
+    payloads()  # built before the first request, not during it
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _upstream)
     return app

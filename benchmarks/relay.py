@@ -34,7 +34,7 @@ import aiohttp
 from _cases import CASE_RUNNERS, Endpoint, Plan, warm_up
 from _procs import SERVERS, BenchError, Child, cpu_seconds, profiled, slug, start_child, stop_child
 from _report import Sample, metrics_for, render, summarize
-from _servers import CASES, PAYLOADS, loop_name
+from _servers import CASES, loop_name, payloads
 from _variants import BENCH_KEY_SHA256, DIRECT, NAIVE, Variant, render_config, roles, select
 
 __all__ = ("FULL", "QUICK", "main")
@@ -178,10 +178,10 @@ async def _redis_rtt(url: str, prefix: str, *, cleanup: bool = False) -> float:
 def _header(args: argparse.Namespace, plan: Plan, run: Run, started: float, load: float) -> str:
     pinning = f"proxy on CPU {run.proxy_cpu}, upstream + driver on CPU {run.driver_cpu}"
     sizes = "; ".join(
-        f"{flavor}: " + ", ".join(f"{p.name} {p.size:,} B" for p in payloads.values())
-        for flavor, payloads in PAYLOADS.items()
+        f"{flavor}: " + ", ".join(f"{p.name} {p.size:,} B" for p in answers.values())
+        for flavor, answers in payloads().items()
     )
-    events = ", ".join(f"{p.name} {p.events}" for p in PAYLOADS["sse"].values())
+    events = ", ".join(f"{p.name} {p.events}" for p in payloads()["sse"].values())
     return (
         f"llmgw relay benchmark: {'quick' if args.quick else 'full'} run, "
         f"{plan.repeats} repeat(s), {time.monotonic() - started:.0f} s; "
