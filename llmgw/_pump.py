@@ -16,7 +16,7 @@ from aiohttp import web
 from ._watchdog import Watchdog
 from .config import UpstreamConfig
 from .context import RequestContext
-from .headers import forward_response_headers
+from .headers import REQUEST_ID_HEADER, forward_response_headers
 from .keys import ADAPTER_WRAPPER
 from .log import relay_logger
 from .routes import Deployment
@@ -61,6 +61,7 @@ async def stream_response(
         status=up.status,
         headers=forward_response_headers(up.headers, keep_length=passthrough_length),
     )
+    resp.headers[REQUEST_ID_HEADER] = ctx.request_id  # the errors middleware is too late
     if adapter.content_type is not None:
         resp.headers["content-type"] = adapter.content_type
     ctx.status = up.status

@@ -11,7 +11,6 @@ from .admin import mount_admin
 from .audit.setup import install_audit
 from .auth.setup import admin_credential, auth_throttle, install_auth
 from .config import GatewayConfig
-from .context import get_context
 from .errors import NotFoundError
 from .formats.anthropic import add_anthropic_routes
 from .formats.bedrock import add_bedrock_routes
@@ -45,10 +44,6 @@ async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
     raise NotFoundError(f"{request.method} {request.path}: no such endpoint on this gateway")
-
-
-async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("x-llmgw-request-id", get_context(request).request_id)
 
 
 def make_app(
@@ -86,7 +81,6 @@ def make_app(
     if config.metering.enabled:
         install_metering(app, config)
     app.middlewares.extend(middlewares)
-    app.on_response_prepare.append(_stamp_request_id)
     add_anthropic_routes(app.router)
     for prefix in config.server.anthropic_prefixes:
         add_anthropic_routes(app.router, prefix)

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, MultiMapping
 
-__all__ = ("CLIENT_CREDENTIAL_HEADERS", "forward_request_headers", "forward_response_headers")
+__all__ = (
+    "CLIENT_CREDENTIAL_HEADERS",
+    "REQUEST_ID_HEADER",
+    "forward_request_headers",
+    "forward_response_headers",
+)
+
+#: The gateway's id of a request, on every answer (usage and audit records carry it too).
+REQUEST_ID_HEADER = "x-llmgw-request-id"
 
 _HOP_BY_HOP = frozenset(
     {

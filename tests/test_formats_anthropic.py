@@ -18,7 +18,7 @@ from llmgw.config import DeploymentConfig, RouteConfig, ServerConfig, StorageCon
 from llmgw.formats.anthropic import anthropic_app
 from llmgw.keys import CONFIG, ROUTES
 from tests.conftest import GatewayClient, GatewayFactory, gateway_config
-from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic import FakeAnthropic, Reply
 
 MODEL = "claude-sonnet-4-6"
 BODY: dict[str, Any] = {
@@ -271,3 +271,22 @@ async def test_anthropic_app_mounts_as_a_sub_application(
 
     await _exercise_surface(client, "/anthropic", fake_anthropic)
     assert await (await client.get("/")).text() == "the host application's own route"
+
+
+async def test_every_answer_carries_the_gateway_request_id(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.queue(Reply(), Reply(), Reply.error(429, "rate_limit_error", "slow down"))
+    client = await gateway()
+    answers = [
+        await client.post("/v1/messages", json=BODY | {"stream": True}, headers=HEADERS),
+        await client.post("/v1/messages", json=BODY, headers=HEADERS),
+        await client.post("/v1/messages", json=BODY, headers=HEADERS),  # the upstream's 429
+        await client.post("/v1/messages", data=b"{not json", headers=HEADERS),
+        await client.get("/v1/models", headers=HEADERS),
+        await client.head("/api/hello"),
+        await client.get("/no/such/path"),
+    ]
+    assert [a.status for a in answers] == [200, 200, 429, 400, 200, 200, 404]
+    ids = [a.headers["x-llmgw-request-id"] for a in answers]
+    assert all(i.startswith("req_gw_") for i in ids) and len(set(ids)) == len(ids)
