@@ -118,6 +118,42 @@ def test_open_and_close_snapshots_make_the_whole_record() -> None:
     assert type(record.client_format) is str and type(record.outcome) is str
 
 
+def test_an_open_snapshot_alone_makes_the_in_flight_record() -> None:
+    ctx = RequestContext(
+        request_id="req_gw_2",
+        started_at=T0,
+        started_mono=100.0,
+        client_format=ApiFormat.ANTHROPIC,
+        operation=Operation.MESSAGES,
+        stream=True,
+        requested_model="claude-sonnet-4-6",
+        session_id="sess-2",
+        agent_id="agent-2",
+        identity=Identity(key_id="key_2", user="bo", team="ops", project="p"),
+    )
+    assert build_record(open_snapshot(ctx), None) == UsageRecord(
+        request_id="req_gw_2",
+        started_at=T0,
+        key_id="key_2",
+        user="bo",
+        team="ops",
+        project="p",
+        session_id="sess-2",
+        agent_id="agent-2",
+        client_format="anthropic",
+        operation="messages",
+        stream=True,
+        requested_model="claude-sonnet-4-6",
+    )
+
+
+def test_snapshot_values_are_the_record_values_the_sql_store_writes() -> None:
+    opened = open_snapshot(finished_context())
+    for closed in (None, close_snapshot(finished_context(), 777)):
+        pending = PendingRecord(opened, closed)
+        assert pending.values() == pending.record().values()
+
+
 def test_journal_lines_read_back_as_the_same_record() -> None:
     ctx = finished_context()
     entry = PendingRecord(open_snapshot(ctx), close_snapshot(ctx, 5))
