@@ -138,18 +138,20 @@ _next_request_id = _RequestIds()
 
 def get_context(request: web.Request) -> RequestContext:
     """The request's context, created on first use (any middleware may be outermost)."""
-    ctx = request.get(CONTEXT)
-    if ctx is None:
-        headers = request.headers
-        ctx = RequestContext(
-            request_id=_next_request_id(),
-            started_at=time.time(),
-            started_mono=time.monotonic(),
-            session_id=headers.get("x-claude-code-session-id"),
-            agent_id=headers.get("x-claude-code-agent-id"),
-            parent_agent_id=headers.get("x-claude-code-parent-agent-id"),
-        )
-        request[CONTEXT] = ctx
+    try:  # not request.get(): the Mapping mixin's get() is a frame more, several per request
+        return request[CONTEXT]
+    except KeyError:
+        pass
+    headers = request.headers
+    ctx = RequestContext(
+        request_id=_next_request_id(),
+        started_at=time.time(),
+        started_mono=time.monotonic(),
+        session_id=headers.get("x-claude-code-session-id"),
+        agent_id=headers.get("x-claude-code-agent-id"),
+        parent_agent_id=headers.get("x-claude-code-parent-agent-id"),
+    )
+    request[CONTEXT] = ctx
     return ctx
 
 

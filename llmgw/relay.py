@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 
@@ -56,6 +57,12 @@ __all__ = ("relay", "resolve_candidates")
 _MAX_ERROR_BODY = 1 << 20
 #: aiohttp's threshold for warning about a raw-bytes request body.
 _LARGE_BODY = 1 << 20
+
+
+@functools.lru_cache(maxsize=16)
+def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The upstream call's timeout (connect only: streams are long), one object per value."""
+    return aiohttp.ClientTimeout(sock_connect=seconds)
 
 
 def _payload(body: bytes) -> bytes | io.BytesIO:
@@ -158,7 +165,7 @@ async def _attempt(
                 headers=up_req.headers,
                 data=_payload(up_req.body),
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(sock_connect=cfg.connect_timeout),
+                timeout=_connect_timeout(cfg.connect_timeout),
             ),
             limit=cfg.first_byte_timeout,
         )
