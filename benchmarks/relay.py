@@ -150,29 +150,30 @@ def _progress(variant: str, case: str, sample: Sample) -> str:
 async def _redis_rtt(url: str, prefix: str, *, cleanup: bool = False) -> float:
     """Median PING round trip (ms) over the client llmgw's limiter uses; with `cleanup`,
     deletes this run's keys instead (and returns how many there were)."""
-    if cleanup:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(url)
-        try:
-            keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
-            for i in range(0, len(keys), 500):
-                await client.delete(*keys[i : i + 500])
-            return float(len(keys))
-        finally:
-            await client.aclose()
     from llmgw.limits._redis_client import RedisClient
 
-    lean = RedisClient(url)
+    client = RedisClient(url, timeout=5.0)
     try:
+        if cleanup:
+            deleted, cursor = 0, b"0"
+            while True:
+                reply = await client.call("SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000)
+                assert isinstance(reply, list) and isinstance(reply[0], bytes)
+                assert isinstance(reply[1], list)
+                cursor, keys = reply[0], [k for k in reply[1] if isinstance(k, bytes)]
+                if keys:
+                    deleted += len(keys)
+                    await client.call("DEL", *keys)
+                if cursor == b"0":
+                    return float(deleted)
         times = []
         for _ in range(200):
             start = time.perf_counter()
-            await lean.call("PING")
+            await client.call("PING")
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1e3
     finally:
-        await lean.close()
+        await client.close()
 
 
 def _header(args: argparse.Namespace, plan: Plan, run: Run, started: float, load: float) -> str:
