@@ -31,6 +31,8 @@ _TAIL_KEEP = 64 << 10
 #: are looked for in this many final bytes.
 _TAIL_SCAN = 16 << 10
 _TAIL_FIELDS = (b"\nevent: message_delta\n", b"\nevent: error\n")
+#: What parsing a malformed event raises; the tap flags it, never the stream.
+_PARSE_ERRORS = (ProtocolError, ValueError, TypeError, KeyError, AttributeError)
 
 
 class SSEUsageTap:
@@ -136,18 +138,16 @@ class SSEUsageTap:
                 self._head(chunk)
             else:
                 self._decode(chunk)
-        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except _PARSE_ERRORS as exc:
             self._fail(exc)
 
     def _account(self, data: bytes) -> None:
         """Whole events met while skimming: deltas by size, usage events parsed."""
         try:
             for name, payload in _events(data):
-                if name == "content_block_delta":
-                    self._delta_bytes += max(len(payload) - _DELTA_OVERHEAD, 1)
-                elif name in ("message_delta", "error"):
+                if name != "message_start":  # only ever the first event, read by _head
                     self.on_event(name, payload)
-        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except _PARSE_ERRORS as exc:
             self._fail(exc)
 
     def _head(self, chunk: bytes) -> None:
@@ -212,7 +212,7 @@ class SSEUsageTap:
                     break
                 try:
                     step(tail)
-                except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                except _PARSE_ERRORS as exc:
                     self._fail(exc)
         usage = self.usage
         if not usage.final and self._delta_bytes:

@@ -80,12 +80,11 @@ class MemoryUsageStore:
 _RENAMED = {"user": "user_name"}
 _JSON_FIELDS = ("attempts", "server_tool_use")
 _BOOL_FIELDS = ("stream", "estimated")
-_FIELDS = FIELD_NAMES
-_AT_ATTEMPTS, _AT_TOOLS = _FIELDS.index("attempts"), _FIELDS.index("server_tool_use")
-_AT_STREAM, _AT_ESTIMATED = _FIELDS.index("stream"), _FIELDS.index("estimated")
-_AT_STARTED = _FIELDS.index("started_at")
+_AT_ATTEMPTS, _AT_TOOLS = FIELD_NAMES.index("attempts"), FIELD_NAMES.index("server_tool_use")
+_AT_STREAM, _AT_ESTIMATED = FIELD_NAMES.index("stream"), FIELD_NAMES.index("estimated")
+_AT_STARTED = FIELD_NAMES.index("started_at")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-_COLUMNS = (*(_RENAMED.get(name, name) for name in _FIELDS), "day")
+_COLUMNS = (*(_RENAMED.get(name, name) for name in FIELD_NAMES), "day")
 _SQL_TYPES: Mapping[str, str] = {
     "request_id": "TEXT PRIMARY KEY",
     "started_at": "DOUBLE PRECISION NOT NULL",
@@ -225,7 +224,7 @@ def _row(entry: RecordEntry) -> list[Any]:
 
 def _record(row: Mapping[str, Any]) -> UsageRecord:
     values: dict[str, Any] = {}
-    for name in _FIELDS:
+    for name in FIELD_NAMES:
         value = row[_RENAMED.get(name, name)]
         if name in _JSON_FIELDS:
             value = json.loads(value) if value else None
