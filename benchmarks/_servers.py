@@ -257,7 +257,7 @@ def naive_app(upstream: str) -> web.Application:
     return app
 
 
-def _gateway_app(config_path: str, factory: str | None) -> tuple[web.Application, int]:
+def _gateway_app(config_path: str, factory: str | None) -> tuple[web.Application, ServerConfig]:
     from llmgw.app import make_app
     from llmgw.config import GatewayConfig, load_config
 
@@ -266,7 +266,7 @@ def _gateway_app(config_path: str, factory: str | None) -> tuple[web.Application
     if factory is not None:
         module, _, name = factory.partition(":")
         build = getattr(importlib.import_module(module), name)
-    return build(config), config.server.backlog
+    return build(config), config.server
 
 
 def loop_name() -> str:
@@ -279,13 +279,19 @@ def loop_name() -> str:
     return f"uvloop {importlib.metadata.version('uvloop')}"
 
 
-async def _serve(app: web.Application, *, port: int, backlog: int, loop: str) -> None:
+async def _serve(
+    app: web.Application, *, port: int, backlog: int, loop: str, gc_threshold: int | None
+) -> None:
     # handler_cancellation=False and no access log: what `llmgw serve` runs with at WARNING.
     runner = web.AppRunner(app, handler_cancellation=False, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=backlog)
         await site.start()
+        if gc_threshold is not None:  # a gateway: the heap settled as `llmgw serve` does
+            from llmgw.commands.serve import tune_gc
+
+            tune_gc(gc_threshold)
         print(f"listening on http://127.0.0.1:{site.port} ({loop})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -303,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", help="gateway: llmgw TOML config")
     parser.add_argument("--factory", help="gateway: module:function(GatewayConfig) -> app")
     args = parser.parse_args(argv)
+    gc_threshold = None
     if args.role == "upstream":
         app = upstream_app()
         backlog = 4096  # not under test: never let its accept queue shape a result
@@ -311,10 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         # The backlog `llmgw serve` listens with, so a burst of connects costs both the same.
         backlog = ServerConfig().backlog
     else:
-        app, backlog = _gateway_app(args.config, args.factory)
+        app, server = _gateway_app(args.config, args.factory)
+        backlog, gc_threshold = server.backlog, server.gc_threshold
     loop = loop_name()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(app, port=args.port, backlog=backlog, loop=loop))
+        asyncio.run(
+            _serve(app, port=args.port, backlog=backlog, loop=loop, gc_threshold=gc_threshold)
+        )
     return 0
 
 

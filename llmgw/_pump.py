@@ -44,11 +44,124 @@ async def stream_response(
     cfg: UpstreamConfig,
     dog: Watchdog,
 ) -> web.StreamResponse:
-    # The answer is committed from here on (no failover builds another upstream call), so
-    # the parsed request body goes: ~1.8x a Claude Code body of ~100 KB in Python objects,
-    # held for as long as the stream lasts otherwise. ``raw_body`` stays (aiohttp keeps
-    # those bytes on the request anyway).
-    ctx.body = None
+    """Copy ``up`` to the client until EOF, a drop, a timeout or a gone client.
+
+    Per chunk this is one read, the adapter and one write: the watchdog, not a timeout
+    per read, handles silence (idle limit, pings) and a client that left. The loop runs in
+    this frame, not a helper's: every frame on the await chain is held for as long as the
+    stream lasts, ~0.3 KB each per open stream.
+    """
+    begun = await _begin(request, ctx, up, deployment, cfg)
+    if isinstance(begun, web.StreamResponse):
+        return begun
+    resp, adapter = begun
+    content = up.content
+    idle = cfg.idle_timeout
+    ping_every = adapter.ping_interval
+    now = time.monotonic()
+    dog.deadline = now + idle
+    dog.ping_at = None if ping_every is None else now + ping_every
+    try:
+        while True:
+            # Reads and writes sit in separate try blocks: ClientConnectionResetError is
+            # both a ClientError and a ConnectionResetError, so *where* it came from tells
+            # which side failed.
+            dog.armed = True
+            try:
+                chunk = await content.readany()
+            except asyncio.CancelledError:
+                reason = dog.interrupted()
+                if reason is None:
+                    raise
+                if reason is dog.GONE:
+                    return await _end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                if reason is dog.DEADLINE:
+                    ctx.error = f"upstream silent for {idle:g}s"
+                    out = adapter.error("api_error", "upstream timed out")
+                    return await _end(ctx, resp, adapter, Outcome.TIMEOUT, out)
+                try:
+                    await resp.write(adapter.ping())
+                except ConnectionResetError:
+                    return await _end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                dog.ping_at = time.monotonic() + ping_every if ping_every is not None else None
+                continue
+            except (aiohttp.ClientError, OSError) as exc:
+                ctx.error = f"{type(exc).__name__}: {exc}"
+                relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
+                out = adapter.feed(_unread(content))
+                if out:
+                    if ctx.ttfb is None:
+                        ctx.ttfb = time.monotonic() - ctx.started_mono
+                    try:
+                        await resp.write(out)
+                    except ConnectionResetError:
+                        return await _end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                    ctx.bytes_out += len(out)
+                out = adapter.error("api_error", "upstream connection lost mid-stream")
+                return await _end(ctx, resp, adapter, Outcome.UPSTREAM_DROPPED, out)
+            finally:
+                dog.armed = False
+            if not chunk:
+                return await _end(ctx, resp, adapter, Outcome.COMPLETE, adapter.close())
+            now = time.monotonic()
+            dog.deadline = now + idle
+            out = adapter.feed(chunk)
+            if not out:
+                continue
+            if ctx.ttfb is None:
+                ctx.ttfb = now - ctx.started_mono
+            try:
+                await resp.write(out)
+            except ConnectionResetError:
+                return await _end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+            ctx.bytes_out += len(out)
+            if ping_every is not None:
+                dog.ping_at = now + ping_every
+    except asyncio.CancelledError:
+        # handler_cancellation=True: account what was seen, then let the cancellation unwind.
+        if ctx.finished_mono is None:  # (not when it came while closing: that is accounted)
+            adapter.close()
+            ctx.usage = adapter.usage
+            finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
+        raise
+    finally:
+        dog.deadline = dog.ping_at = None
+
+
+async def _end(
+    ctx: RequestContext,
+    resp: web.StreamResponse,
+    adapter: ResponseAdapter,
+    outcome: Outcome,
+    last: bytes = b"",
+) -> web.StreamResponse:
+    """Close the stream: ``last`` written (the adapter's tail or an in-band error), the
+    usage and outcome on the context, and EOF unless the client is gone."""
+    if outcome is Outcome.CLIENT_DISCONNECTED:
+        adapter.close()
+    elif last:
+        try:
+            await resp.write(last)
+        except ConnectionResetError:
+            outcome = Outcome.CLIENT_DISCONNECTED
+    ctx.usage = adapter.usage
+    ctx.outcome = outcome
+    ctx.finished_mono = time.monotonic()
+    if outcome is not Outcome.CLIENT_DISCONNECTED:
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
+    return resp
+
+
+async def _begin(
+    request: web.Request,
+    ctx: RequestContext,
+    up: aiohttp.ClientResponse,
+    deployment: Deployment,
+    cfg: UpstreamConfig,
+) -> tuple[web.StreamResponse, ResponseAdapter] | web.StreamResponse:
+    """The client's response prepared and the adapter that feeds it; only the response
+    when the client left before its headers went out."""
     content_type = up.headers.get("content-type", "application/json")
     adapter = response_adapter(
         ctx, deployment, content_type, headers=up.headers, ping_interval=cfg.ping_interval
@@ -71,105 +184,7 @@ async def stream_response(
         ctx.usage = adapter.usage
         finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         return resp
-    try:
-        outcome = await _pump(ctx, up, resp, adapter, cfg, dog)
-    except asyncio.CancelledError:
-        # handler_cancellation=True: account what was seen, then let the cancellation unwind.
-        adapter.close()
-        ctx.usage = adapter.usage
-        finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
-        raise
-    ctx.usage = adapter.usage
-    ctx.outcome = outcome
-    ctx.finished_mono = time.monotonic()
-    if outcome is not Outcome.CLIENT_DISCONNECTED:
-        with contextlib.suppress(ConnectionResetError):
-            await resp.write_eof()
-    return resp
-
-
-async def _pump(
-    ctx: RequestContext,
-    up: aiohttp.ClientResponse,
-    resp: web.StreamResponse,
-    adapter: ResponseAdapter,
-    cfg: UpstreamConfig,
-    dog: Watchdog,
-) -> Outcome:
-    """Copy until EOF, a drop, a timeout or a gone client; returns how it ended.
-
-    Per chunk this is one read, the adapter and one write: the watchdog, not a timeout
-    per read, handles silence (idle limit, pings) and a client that left.
-    """
-    content = up.content
-    idle = cfg.idle_timeout
-    ping_every = adapter.ping_interval
-    now = time.monotonic()
-    dog.deadline = now + idle
-    dog.ping_at = None if ping_every is None else now + ping_every
-    try:
-        while True:
-            # Reads and writes sit in separate try blocks: ClientConnectionResetError is
-            # both a ClientError and a ConnectionResetError, so *where* it came from tells
-            # which side failed.
-            dog.armed = True
-            try:
-                chunk = await content.readany()
-            except asyncio.CancelledError:
-                reason = dog.interrupted()
-                if reason is None:
-                    raise
-                if reason is dog.GONE:
-                    adapter.close()
-                    return Outcome.CLIENT_DISCONNECTED
-                if reason is dog.DEADLINE:
-                    ctx.error = f"upstream silent for {idle:g}s"
-                    out = adapter.error("api_error", "upstream timed out")
-                    return await _write_final(resp, out, Outcome.TIMEOUT)
-                try:
-                    await resp.write(adapter.ping())
-                except ConnectionResetError:
-                    adapter.close()
-                    return Outcome.CLIENT_DISCONNECTED
-                dog.ping_at = time.monotonic() + ping_every if ping_every is not None else None
-                continue
-            except (aiohttp.ClientError, OSError) as exc:
-                ctx.error = f"{type(exc).__name__}: {exc}"
-                relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
-                out = adapter.feed(_unread(content))
-                if out:
-                    if ctx.ttfb is None:
-                        ctx.ttfb = time.monotonic() - ctx.started_mono
-                    if await _write_final(resp, out, Outcome.COMPLETE) is (
-                        Outcome.CLIENT_DISCONNECTED
-                    ):
-                        adapter.close()
-                        return Outcome.CLIENT_DISCONNECTED
-                    ctx.bytes_out += len(out)
-                out = adapter.error("api_error", "upstream connection lost mid-stream")
-                return await _write_final(resp, out, Outcome.UPSTREAM_DROPPED)
-            finally:
-                dog.armed = False
-            if not chunk:
-                out = adapter.close()
-                return await _write_final(resp, out, Outcome.COMPLETE)
-            now = time.monotonic()
-            dog.deadline = now + idle
-            out = adapter.feed(chunk)
-            if not out:
-                continue
-            if ctx.ttfb is None:
-                ctx.ttfb = now - ctx.started_mono
-            try:
-                await resp.write(out)
-            except ConnectionResetError:
-                adapter.close()
-                return Outcome.CLIENT_DISCONNECTED
-            ctx.bytes_out += len(out)
-            if ping_every is not None:
-                dog.ping_at = now + ping_every
-    finally:
-        dog.deadline = dog.ping_at = None
+    return resp, adapter
 
 
 def _unread(content: aiohttp.StreamReader) -> bytes:
@@ -185,13 +200,3 @@ def _unread(content: aiohttp.StreamReader) -> bytes:
         return content._read_nowait(-1)
     except Exception:  # never let salvaging turn a drop into a crash
         return b""
-
-
-async def _write_final(resp: web.StreamResponse, data: bytes, outcome: Outcome) -> Outcome:
-    if not data:
-        return outcome
-    try:
-        await resp.write(data)
-    except ConnectionResetError:
-        return Outcome.CLIENT_DISCONNECTED
-    return outcome

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .routes import Deployment, Route
     from .routing.plan import AttemptPlan
 
-__all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context")
+__all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context", "parsed_body")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,8 +62,9 @@ class RequestContext:
     client_format: ApiFormat | None = None
     operation: Operation | None = None
     stream: bool = False
-    #: The parsed request body; released (``None``) once the relay starts streaming the
-    #: answer, as nothing is built from it after that. ``raw_body`` stays.
+    #: The parsed request body; released (``None``) once the relay has built the upstream
+    #: call, as nothing else is built from it (:func:`parsed_body` parses ``raw_body``
+    #: again when a failover does). ``raw_body`` stays.
     body: JSON | None = None
     raw_body: bytes | None = None
     requested_model: str | None = None
@@ -155,6 +156,19 @@ def get_context(request: web.Request) -> RequestContext:
     return ctx
 
 
+def parsed_body(ctx: RequestContext) -> JSON:
+    """The parsed body of a request whose body :func:`get_body` has read; parsed again
+    from ``raw_body`` after the relay released it."""
+    if ctx.body is not None:
+        return ctx.body
+    if ctx.raw_body is None:
+        return {}  # no body read (a GET, or a caller that never parsed one)
+    body = json.loads(ctx.raw_body)
+    assert isinstance(body, dict)
+    ctx.body = body
+    return body
+
+
 async def get_body(request: web.Request) -> JSON:
     """Read and parse the JSON body once; every later caller gets the same dict.
 
@@ -162,13 +176,8 @@ async def get_body(request: web.Request) -> JSON:
     ``client_max_size`` is a 413, anything but a JSON object is a 400.
     """
     ctx = get_context(request)
-    if ctx.body is not None:
-        return ctx.body
-    if ctx.raw_body is not None:  # released by the relay: parse the same bytes again
-        body = json.loads(ctx.raw_body)
-        assert isinstance(body, dict)
-        ctx.body = body
-        return body
+    if ctx.body is not None or ctx.raw_body is not None:
+        return parsed_body(ctx)
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")

@@ -28,7 +28,6 @@ import time
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
 from ._pump import finish, stream_response
 from ._watchdog import ClientGone, Watchdog
@@ -106,7 +105,6 @@ async def relay(request: web.Request) -> web.StreamResponse:
     if plan is None:
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
     cfg = plan.upstream_config(request.config_dict[CONFIG].upstream)
-    headers = forward_request_headers(request.headers)
     dog = Watchdog(request, cfg.disconnect_poll_interval)
     # An upstream's own error response outranks the gateway's 502/504: when every
     # deployment fails, the client gets the last thing an upstream actually said.
@@ -125,7 +123,21 @@ async def relay(request: web.Request) -> web.StreamResponse:
             if not plan.acquire(deployment):
                 continue
             try:
-                return await _attempt(request, ctx, deployment, plan, cfg, dog, headers)
+                up = await _call_upstream(request, ctx, deployment, plan, cfg, dog)
+                if isinstance(up, web.StreamResponse):
+                    return up
+                # Streamed from this frame, not from the call's: one coroutine frame less
+                # held for every open stream.
+                try:
+                    response = await stream_response(request, ctx, up, deployment, cfg, dog)
+                finally:
+                    if ctx.outcome is Outcome.COMPLETE:
+                        up.release()  # fully read: the connection goes back to the pool
+                    else:
+                        up.close()  # cut short: closing is what tells the provider to stop
+                if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
+                    plan.failed(deployment)
+                return response
             except _TryNext as exc:
                 # (LlmgwError is itself a web.Response, hence the explicit checks.)
                 upstream_said = not isinstance(exc.failure, LlmgwError)
@@ -140,19 +152,25 @@ async def relay(request: web.Request) -> web.StreamResponse:
     return _every_deployment_failed(ctx, failure)
 
 
-async def _attempt(
+async def _call_upstream(
     request: web.Request,
     ctx: RequestContext,
     deployment: Deployment,
     plan: AttemptPlan,
     cfg: UpstreamConfig,
     dog: Watchdog,
-    headers: CIMultiDict[str],
-) -> web.StreamResponse:
-    """One try against one deployment; raises :class:`_TryNext` while failing over is
-    still possible (nothing sent to the client yet)."""
+) -> aiohttp.ClientResponse | web.StreamResponse:
+    """One try against one deployment: the upstream's answer to stream, or the client's
+    final answer (an error to relay as it came, or the 499 of a client that left). Raises
+    :class:`_TryNext` while failing over is still possible (nothing sent to the client yet)."""
     ctx.deployment = deployment
+    # Built per attempt, so that no frame holds them for the length of the stream.
+    headers = forward_request_headers(request.headers)
     call = build_call(ctx, deployment, headers, request.rel_url.raw_query_string)
+    # Nothing below reads the parsed body (``get_body`` parses ``raw_body`` again for a
+    # failover that needs it): ~1.8x a Claude Code body of ~100 KB in Python objects, not
+    # held while the upstream connects and streams.
+    ctx.body = None
     up_req = await deployment.provider.build(call)
     attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
     ctx.attempts.append(attempt)
@@ -188,7 +206,6 @@ async def _attempt(
         raise _TryNext(BadGatewayError("the upstream could not be reached")) from None
     finally:
         attempt.duration = time.monotonic() - t0
-    del call, up_req  # the body they hold is sent: not kept for the length of the stream
     attempt.status = up.status
     if up.status in RETRYABLE_STATUSES:
         plan.failed(deployment, parse_retry_after(up.headers))
@@ -198,16 +215,7 @@ async def _attempt(
     plan.succeeded(deployment, attempt.duration)
     if up.status >= 400:
         return await _error_response(up, ctx)
-    try:
-        response = await stream_response(request, ctx, up, deployment, cfg, dog)
-    finally:
-        if ctx.outcome is Outcome.COMPLETE:
-            up.release()  # fully read: the connection goes back to the pool
-        else:
-            up.close()  # cut short: closing is what tells the provider to stop
-    if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
-        plan.failed(deployment)
-    return response
+    return up
 
 
 def _every_deployment_failed(

@@ -29,7 +29,7 @@ from ._translate_rewrite import (
 )
 from ._translate_stream import EVENTSTREAM, EventStreamToSSE, SSEToEventStream
 from .betas import BetaPolicy
-from .context import RequestContext
+from .context import RequestContext, parsed_body
 from .providers.base import UpstreamCall
 from .routes import Deployment
 from .typedefs import ApiFormat, Operation
@@ -132,8 +132,9 @@ def build_call(
     model = deployment.model or ctx.requested_model
     body = ctx.raw_body or b""
     if provider is not ctx.client_format:
-        assert ctx.body is not None
-        neutral, betas = neutral_request(ctx.client_format, ctx.operation, ctx.body, headers)
+        neutral, betas = neutral_request(
+            ctx.client_format, ctx.operation, parsed_body(ctx), headers
+        )
         policy = getattr(deployment.provider, "beta_policy", None)
         if isinstance(policy, BetaPolicy):
             filtered = policy.apply(neutral, betas)
@@ -154,9 +155,9 @@ def build_call(
             headers=headers,
         )
         query = ""  # ?beta=true and friends mean nothing to another format
-    elif model != ctx.requested_model and ctx.body is not None and "model" in ctx.body:
+    elif model != ctx.requested_model and "model" in (parsed := parsed_body(ctx)):
         # Anthropic bodies, and Vertex count-tokens bodies, name the model.
-        rewritten = dict(ctx.body)
+        rewritten = dict(parsed)
         rewritten["model"] = model
         body = json.dumps(rewritten, separators=(",", ":"), ensure_ascii=False).encode()
     return UpstreamCall(

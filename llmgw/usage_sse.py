@@ -73,7 +73,7 @@ class SSEUsageTap:
     def __init__(self) -> None:
         self.usage = Usage()
         self.error: dict[str, Any] | None = None
-        self._decoder = SSEDecoder()
+        self._decoder: SSEDecoder | None = None  # decode mode only: most streams skim
         self._delta_bytes = 0
         self._failed = False
         self._mode = _HEAD
@@ -91,7 +91,7 @@ class SSEUsageTap:
         if self._mode == _HEAD:
             return bool(self._carry)
         if self._mode == _DECODE:
-            return self._decoder.pending
+            return self._decoder is not None and self._decoder.pending
         if not self._window:
             return False
         end = self._window[-1][-4:]
@@ -172,6 +172,8 @@ class SSEUsageTap:
             self.feed(data[end:])
 
     def _decode(self, data: bytes) -> None:
+        if self._decoder is None:
+            self._decoder = SSEDecoder()
         for event in self._decoder.feed(data):
             self.on_event(event.event, event.data)
 

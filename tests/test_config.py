@@ -17,6 +17,7 @@ host = "0.0.0.0"
 port = 9000
 client_max_size = 1000
 anthropic_prefixes = ["/anthropic"]
+gc_threshold = 5000
 
 [upstream]
 connect_timeout = 2
@@ -67,6 +68,7 @@ def test_full_file_parses_every_field(tmp_path: Path) -> None:
     assert cfg.server.port == 9000
     assert cfg.server.client_max_size == 1000
     assert cfg.server.anthropic_prefixes == ("/anthropic",)
+    assert cfg.server.gc_threshold == 5000
     assert cfg.upstream.connect_timeout == 2.0
     assert cfg.upstream.first_byte_timeout == 30.5
     assert cfg.storage.url == "sqlite://:memory:"

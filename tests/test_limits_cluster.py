@@ -191,14 +191,20 @@ async def test_budget_across_two_gateways_forwards_at_most_k_worst_cases(
     assert len(fake_anthropic.requests) <= K
     assert statuses.count(200) == len(fake_anthropic.requests) == K
     assert statuses.count(400) == N - K
+    expected = K * (12 * 1 + 8 * 5)  # settled to the fake's usage: 12 in, 8 out
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        spend = await client.hgetall(f"{prefix}global:*:usd:daily")
+        # Settles run after each response has gone out: give the last ones a moment.
+        for _ in range(100):
+            spend = await client.hgetall(f"{prefix}global:*:usd:daily")
+            recorded = sum(int(v) for v in spend.values())
+            if recorded == expected:
+                break
+            await asyncio.sleep(0.02)
     finally:
         await client.aclose()
-    recorded = sum(int(v) for v in spend.values())
     assert 0 < recorded <= K * WORST.micros
-    assert recorded == K * (12 * 1 + 8 * 5)  # settled to the fake's usage: 12 in, 8 out
+    assert recorded == expected
 
 
 async def test_rpm_across_two_gateways_forwards_exactly_the_limit(

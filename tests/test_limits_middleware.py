@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from llmgw.config import GatewayConfig, LimitsConfig
+from llmgw.app import make_app
+from llmgw.config import GatewayConfig, LimitsConfig, StorageConfig
 from llmgw.context import Identity, get_context
 from llmgw.demo import DemoUsage
 from llmgw.limits import MemoryCounters, Tier, parse_limit_set, parse_limit_sets
@@ -32,6 +35,7 @@ BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": "hi"}],
 }
 #: The worst case the gateway reserves for BODY, sent as aiohttp's json= sends it.
+REDIS_URL = "redis://127.0.0.1:6379/0"
 WORST = estimate_request(BODY, json.dumps(BODY).encode(), [MODEL], PriceTable())
 
 
@@ -317,3 +321,40 @@ async def test_official_sdk_sees_a_rate_limit_error(
     finally:
         await sdk.close()
     assert isinstance(aiohttp.__version__, str)
+
+
+@pytest.mark.redis
+async def test_redis_settles_run_after_the_response_and_are_drained_at_shutdown(
+    aiohttp_client: AiohttpClient, fake_anthropic: FakeAnthropic
+) -> None:
+    import redis.asyncio as aioredis
+
+    prefix = f"llmgw:test:{secrets.token_hex(6)}:"
+    limits = LimitsConfig(
+        enabled=True,
+        backend="redis",
+        key_prefix=prefix,
+        defaults=parse_limit_sets({"global": {"concurrent": 5, "tpm": 1_000_000}}, "d"),
+    )
+    storage = StorageConfig(url="sqlite://:memory:", redis_url=REDIS_URL)
+    app = make_app(gateway_config(str(fake_anthropic.url), limits=limits, storage=storage))
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        async with await post(client) as resp:
+            assert resp.status == 200
+            await resp.read()
+    await client.close()  # cleanup: pending settles drained, then the Redis client closed
+
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    keys: list[str] = []
+    try:
+        keys = [k.decode() async for k in redis.scan_iter(match=prefix + "*")]
+        assert not [k for k in keys if "concurrent" in k]  # every stream lease released
+        spent = 0
+        for key in (k for k in keys if ":tpm" in k):
+            spent += sum(int(v) for v in (await redis.hgetall(key)).values())
+        assert spent == 3 * (12 + 8)  # settled to the fake's usage, not the worst case
+    finally:
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -67,6 +68,7 @@ async def _serve(config: GatewayConfig, path: str | None = None) -> None:
             runner, config.server.host, config.server.port, backlog=config.server.backlog
         )
         await site.start()
+        tune_gc(config.server.gc_threshold)
         log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
         # One parseable line for scripts and tests that start the gateway on port 0.
         print(f"llmgw listening on http://{config.server.host}:{site.port}", flush=True)
@@ -113,3 +115,14 @@ async def _until_signalled(reloader: RouteReloader) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
+
+
+def tune_gc(threshold: int) -> None:
+    """Settle the heap once the gateway is up: what startup built (config, routes, price
+    tables, modules) moves to the permanent generation, never rescanned, and the
+    young-generation ``threshold`` (``0``: Python's default) spaces collections out."""
+    gc.collect()
+    gc.freeze()
+    if threshold > 0:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)

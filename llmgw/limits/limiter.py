@@ -12,6 +12,7 @@ period's window is cached per bucket (:class:`~llmgw.limits.plan.WindowClock`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -129,6 +130,7 @@ class Limiter:
         self._layouts: dict[tuple[object, ...], tuple[tuple[ScopePlan, ...], Layout]] = {}
         self._rate_headers = RateHeaders()
         self._worst_case = WorstCase(self.prices)
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def scopes(self, ctx: RequestContext) -> list[Scope]:
         """Every scope the request belongs to that has at least one limit."""
@@ -292,16 +294,28 @@ class Limiter:
             res.backend = self.local
             return await self.local.reserve(res.counters, res.token, now)
 
-    def settle_nowait(self, res: Reservation, ctx: RequestContext) -> bool:
-        """Settle without awaiting when the reservation lives in this process (memory
-        counters); ``False`` means :meth:`settle` must be awaited."""
+    def settle_soon(self, res: Reservation, ctx: RequestContext) -> None:
+        """Settle without making the caller wait: at once for counters in this process,
+        else in a task that :meth:`drain` awaits.
+
+        Not awaited by the request because aiohttp serves a keep-alive connection's next
+        request only after the previous handler returns: awaiting a Redis round trip here
+        added it to the next request's time to first byte.
+        """
         backend = res.backend
-        if not isinstance(backend, MemoryCounters):
-            return False
-        if not res.settled:
-            res.settled = True
-            backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
-        return True
+        if isinstance(backend, MemoryCounters):
+            if not res.settled:
+                res.settled = True
+                backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
+            return
+        task = asyncio.ensure_future(self.settle(res, ctx))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Wait for the settles still in flight (call before closing the counters)."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def settle(self, res: Reservation, ctx: RequestContext) -> None:
         """Correct every charge to the real usage and release the stream lease (idempotent)."""

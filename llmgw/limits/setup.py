@@ -60,7 +60,9 @@ async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if policies is not None:
             policies.store = None
-        await app[LIMITER].counters.close()
+        limiter = app[LIMITER]
+        await limiter.drain()
+        await limiter.counters.close()
 
 
 def install_limits(app: web.Application, config: GatewayConfig) -> None:

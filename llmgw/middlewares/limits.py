@@ -13,7 +13,6 @@ to get them on successful answers (refusals carry theirs either way).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -48,8 +47,12 @@ def is_model_request(request: web.Request) -> bool:
 def limits_middleware(
     limiter: Limiter, *, applies: Callable[[web.Request], bool] = is_model_request
 ) -> Middleware:
-    """Enforce ``limiter``'s limits on requests ``applies`` selects."""
-    pending: set[asyncio.Task[None]] = set()
+    """Enforce ``limiter``'s limits on requests ``applies`` selects.
+
+    Settling runs after the response, off the request's path; an application that builds
+    its own limiter awaits :meth:`~llmgw.limits.limiter.Limiter.drain` at shutdown before
+    closing the counters (``limits_ctx`` does).
+    """
 
     @web.middleware
     async def _limits(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -71,12 +74,7 @@ def limits_middleware(
         try:
             return await handler(request)
         finally:
-            if not limiter.settle_nowait(res, ctx):
-                # Settle even when this task is being cancelled: the shielded task finishes.
-                task = asyncio.ensure_future(limiter.settle(res, ctx))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                await asyncio.shield(task)
+            limiter.settle_soon(res, ctx)
 
     return _limits
 

@@ -20,6 +20,8 @@ from .strategies import STRATEGIES
 
 __all__ = ("AttemptPlan", "order_candidates")
 
+_NONE_RESTING: frozenset[str] = frozenset()
+
 
 def order_candidates(
     route: Route, board: HealthBoard, rng: random.Random
@@ -47,7 +49,7 @@ def order_candidates(
         del order[1:]
     if policy.retries:
         order *= policy.retries + 1
-    return order, frozenset(d.name for d in resting)
+    return order, frozenset(d.name for d in resting) if resting else _NONE_RESTING
 
 
 class AttemptPlan:
@@ -55,7 +57,7 @@ class AttemptPlan:
 
     __slots__ = (
         "_retries",
-        "_slots",
+        "_slot",
         "_tries",
         "backoff",
         "board",
@@ -82,7 +84,7 @@ class AttemptPlan:
         self.deployments = deployments
         self.resting = resting
         self._tries: dict[str, int] = {}
-        self._slots: dict[str, list[Slot]] = {}
+        self._slot: Slot | None = None  # attempts run one after another: one slot out
         self._retries = 0
 
     @property
@@ -140,7 +142,7 @@ class AttemptPlan:
             slot = self.board.acquire(deployment, force=force)
             if slot is Slot.REFUSED:
                 return False
-            self._slots.setdefault(name, []).append(slot)
+            self._slot = slot
         if tries:
             self._retries += 1
         self._tries[name] = tries + 1
@@ -148,10 +150,9 @@ class AttemptPlan:
 
     def release(self, deployment: Deployment) -> None:
         """Give back the slot taken by the matching :meth:`acquire`."""
-        if self.board is not None:
-            slots = self._slots.get(deployment.name)
-            if slots:
-                self.board.release(deployment, slots.pop())
+        slot, self._slot = self._slot, None
+        if self.board is not None and slot is not None:
+            self.board.release(deployment, slot)
 
     def succeeded(self, deployment: Deployment, ttfb: float) -> None:
         """The upstream answered in ``ttfb`` seconds with a status that is not its fault."""
