@@ -272,6 +272,68 @@ async def test_settle_corrects_to_actual_and_frees_the_rest(
     assert seen.used == (700, 1)
 
 
+@pytest.fixture
+async def redis_store() -> AsyncIterator[tuple[RedisCounters, str]]:
+    """A Redis backend whose lone settles wait a minute: only a reservation or ``close()``
+    can apply them in a test's time."""
+    import redis.asyncio as aioredis
+
+    prefix = f"llmgw:test:{secrets.token_hex(6)}:"
+    store = RedisCounters(REDIS_URL, timeout=1.0, settle_delay=60.0)
+    yield store, prefix
+    await store.close()
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [k async for k in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_settle_rides_on_the_next_reservation_and_applies_first(
+    redis_store: tuple[RedisCounters, str],
+) -> None:
+    store, p = redis_store
+    c = [window(p + "tpm", 1000, 600), lease(p + "streams", 1)]
+    assert (await store.reserve(c, "t1", 1000.0)).refused is None
+    settling = asyncio.ensure_future(store.settle(c, [-500, 0], "t1"))
+    await asyncio.sleep(0)  # queued, waiting for a carrier
+    assert not settling.done()
+
+    # The only stream slot is t1's until its settle runs: it must run first, in this call.
+    seen = await store.reserve(c, "t2", 1000.0)
+
+    assert seen.refused is None
+    assert seen.used == (700, 1)
+    await asyncio.wait_for(settling, 1)  # applied with the reservation, not after 60 s
+
+
+@pytest.mark.redis
+async def test_lone_settles_go_together_after_the_delay_or_at_close(
+    redis_store: tuple[RedisCounters, str],
+) -> None:
+    store, p = redis_store
+    c = [window(p + "tpm", 1000, 100), lease(p + "streams", 5)]
+    for token in ("a", "b", "c"):
+        assert (await store.reserve(c, token, 1000.0)).refused is None
+    store.settle_delay = 0.01
+    await asyncio.wait_for(
+        asyncio.gather(store.settle(c, [-60, 0], "a"), store.settle(c, [-70, 0], "b")), 1
+    )
+    store.settle_delay = 60.0
+    last = asyncio.ensure_future(store.settle(c, [-80, 0], "c"))
+    await asyncio.sleep(0)
+    await store.close()  # flushes what no reservation carried
+    await asyncio.wait_for(last, 1)
+
+    fresh = RedisCounters(REDIS_URL, timeout=1.0)
+    try:
+        seen = await fresh.reserve(c, "d", 1000.0)
+    finally:
+        await fresh.close()
+    assert seen.used == (300 - 60 - 70 - 80 + 100, 1)  # every lease released, d's taken
+
+
 async def test_a_window_forgets_charges_older_than_its_buckets(
     backend: tuple[CounterBackend, str],
 ) -> None:

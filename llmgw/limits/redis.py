@@ -19,21 +19,42 @@ from .counters import Counter, CounterKind, Reserved, StoreUnavailableError
 
 __all__ = ("RESERVE_LUA", "SETTLE_LUA", "RedisCounters")
 
-#: KEYS: one per counter. ARGV: now_ms, token, then one "kind,limit,amount,bucket,oldest,ttl_ms"
-#: per counter (one string each: packing and parsing dozens of arguments costs more on the
-#: client than the script does on the server). Returns "refused;used,...;first,..." with
-#: ``refused`` 1-based, 0 for none.
-RESERVE_LUA = """
+#: One settle entry: KEY and "kind,bucket,delta,token": a window's correction in the bucket
+#: it was charged in (skipped once the window expired), or a lease released.
+_SETTLE_STEP = """
+local function settle(key, spec)
+  local kind, bucket, delta, token = string.match(spec, '^(%a),(%-?%d+),(%-?%d+),(.*)$')
+  if kind == 'w' then
+    if tonumber(delta) ~= 0 and redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', key, bucket, delta)
+    end
+  else
+    redis.call('ZREM', key, token)
+  end
+end
+"""
+
+#: KEYS: the settles riding along (S of them), then one per counter. ARGV: now_ms, token, S,
+#: S settle entries, then one "kind,limit,amount,bucket,oldest,ttl_ms" per counter (one
+#: string each: packing and parsing dozens of arguments costs more on the client than the
+#: script does on the server). The settles apply first. Returns "refused;used,...;first,..."
+#: with ``refused`` 1-based, 0 for none.
+RESERVE_LUA = (
+    _SETTLE_STEP
+    + """
 local now = tonumber(ARGV[1])
 local token = ARGV[2]
+local base = tonumber(ARGV[3])
+for i = 1, base do settle(KEYS[i], ARGV[3 + i]) end
+local n = #KEYS - base
 local specs, used, first = {}, {}, {}
 local refused = 0
-for i = 1, #KEYS do
+for i = 1, n do
   local f = {}
-  for v in string.gmatch(ARGV[2 + i], '[^,]+') do f[#f + 1] = v end
+  for v in string.gmatch(ARGV[3 + base + i], '[^,]+') do f[#f + 1] = v end
   specs[i] = f
   local kind, limit, amount = f[1], tonumber(f[2]), tonumber(f[3])
-  local key = KEYS[i]
+  local key = KEYS[base + i]
   local total, oldest = 0, -1
   if kind == 'w' then
     local minb = tonumber(f[5])
@@ -62,61 +83,87 @@ for i = 1, #KEYS do
   end
 end
 if refused == 0 then
-  for i = 1, #KEYS do
+  for i = 1, n do
     local f = specs[i]
+    local key = KEYS[base + i]
     local ttl = tonumber(f[6])
     local amount = tonumber(f[3])
     if f[1] == 'w' then
       -- A window key lives ttl past its newest bucket: extended when a bucket starts.
-      if redis.call('HINCRBY', KEYS[i], f[4], amount) == amount then
-        redis.call('PEXPIRE', KEYS[i], ttl)
+      if redis.call('HINCRBY', key, f[4], amount) == amount then
+        redis.call('PEXPIRE', key, ttl)
       end
     else
-      redis.call('ZADD', KEYS[i], now + ttl, token)
-      redis.call('PEXPIRE', KEYS[i], ttl)
+      redis.call('ZADD', key, now + ttl, token)
+      redis.call('PEXPIRE', key, ttl)
     end
     used[i] = used[i] + amount
   end
 end
 return refused .. ';' .. table.concat(used, ',') .. ';' .. table.concat(first, ',')
 """
+)
 
-#: KEYS: one per counter. ARGV: token, then one "kind,bucket,delta" per counter.
-SETTLE_LUA = """
-for i = 1, #KEYS do
-  local f = {}
-  for v in string.gmatch(ARGV[1 + i], '[^,]+') do f[#f + 1] = v end
-  if f[1] == 'w' then
-    if tonumber(f[3]) ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
-      redis.call('HINCRBY', KEYS[i], f[2], f[3])
-    end
-  else
-    redis.call('ZREM', KEYS[i], ARGV[1])
-  end
-end
+#: KEYS and ARGV: settle entries, one each (the settles no reservation carried in time).
+SETTLE_LUA = (
+    _SETTLE_STEP
+    + """
+for i = 1, #KEYS do settle(KEYS[i], ARGV[i]) end
 return 1
 """
+)
 
 
 class RedisCounters:
-    """Counters in one Redis database, at ``url`` (``redis://host:6379/0``)."""
+    """Counters in one Redis database, at ``url`` (``redis://host:6379/0``).
 
-    __slots__ = ("_client", "_deadline", "_reserve", "_settle")
+    Settles ride on the next reservation's script (applied first, atomically with it), so
+    a busy gateway makes one round trip per request, not two; those still waiting after
+    ``settle_delay`` seconds go together in one script of their own. :meth:`settle`
+    returns once its corrections are applied either way. Each round trip cost ~0.1 ms of
+    gateway CPU on the benchmark machine (system calls and wake-ups), as much as the
+    Python around it.
+    """
 
-    def __init__(self, url: str, *, timeout: float = 0.25) -> None:
+    __slots__ = (
+        "_client",
+        "_deadline",
+        "_flush_handle",
+        "_flushing",
+        "_pending",
+        "_reserve",
+        "_settle",
+        "settle_delay",
+    )
+
+    def __init__(self, url: str, *, timeout: float = 0.25, settle_delay: float = 0.005) -> None:
         connect_timeout = max(timeout, 1.0)
         # A call ends by this deadline, a connect (and its AUTH/SELECT) included.
         self._deadline = connect_timeout + 2 * timeout
         self._client = RedisClient(url, timeout=timeout, connect_timeout=connect_timeout)
         self._reserve = RedisScript(self._client, RESERVE_LUA)
         self._settle = RedisScript(self._client, SETTLE_LUA)
+        self.settle_delay = settle_delay
+        self._pending = _Settles()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
-        args = [str(int(now * 1000)), token]
+        carried = self._take_settles()
+        keys, args = carried.keys, [str(int(now * 1000)), token, str(len(carried.keys))]
+        args += carried.specs
         for c in counters:
             ttl_ms = max(int(c.ttl * 1000), 1)
+            keys.append(c.key)
             args.append(f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms}")
-        reply = await self._call(self._reserve, [c.key for c in counters], args)
+        try:
+            reply = await self._call(self._reserve, keys, args)
+        except BaseException as exc:
+            # Cancelled (a shutdown): whether Redis ran the script is unknown, and sending
+            # the settles again could count a correction twice; leases expire on their own.
+            carried.fail(exc if isinstance(exc, Exception) else StoreUnavailableError(repr(exc)))
+            raise
+        carried.done()
         if not isinstance(reply, bytes):
             raise StoreUnavailableError(f"redis: unexpected reserve reply {reply!r}")
         refused, used, first = reply.decode().split(";")
@@ -127,14 +174,45 @@ class RedisCounters:
         )
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
-        keys, args = [], [token]
+        pending = self._pending
+        before = len(pending.keys)
         for c, delta in zip(counters, deltas, strict=True):
             if c.kind is CounterKind.WINDOW and not delta:
                 continue
-            keys.append(c.key)
-            args.append(f"{c.kind.value},{c.bucket},{delta}")
-        if keys:
-            await self._call(self._settle, keys, args)
+            pending.keys.append(c.key)
+            pending.specs.append(f"{c.kind.value},{c.bucket},{delta},{token}")
+        if len(pending.keys) == before:
+            return
+        applied = asyncio.get_running_loop().create_future()
+        pending.waiters.append(applied)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(self.settle_delay, self._flush_later)
+        await applied
+
+    def _take_settles(self) -> _Settles:
+        carried, self._pending = self._pending, _Settles()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        return carried
+
+    def _flush_later(self) -> None:
+        self._flush_handle = None
+        task = asyncio.ensure_future(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self) -> None:
+        carried = self._take_settles()
+        if not carried.keys:
+            return
+        try:
+            await self._call(self._settle, carried.keys, carried.specs)
+        except StoreUnavailableError as exc:
+            carried.fail(exc)
+        else:
+            carried.done()
 
     async def _call(self, script: RedisScript, keys: list[str], args: list[str]) -> Reply:
         try:
@@ -144,4 +222,29 @@ class RedisCounters:
             raise StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
+        await self._flush()  # settles still waiting for a reservation to carry them
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
         await self._client.close()
+
+
+class _Settles:
+    """Settle entries waiting to go to Redis, and the :meth:`RedisCounters.settle` calls
+    waiting for them."""
+
+    __slots__ = ("keys", "specs", "waiters")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.specs: list[str] = []
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def done(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def fail(self, exc: Exception) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
