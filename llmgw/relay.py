@@ -104,7 +104,9 @@ async def relay(request: web.Request) -> web.StreamResponse:
     plan = ctx.routing
     if plan is None:
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
-    cfg = plan.upstream_config(request.config_dict[CONFIG].upstream)
+    app_config = request.config_dict  # (a new ChainMapProxy per access)
+    cfg = plan.upstream_config(app_config[CONFIG].upstream)
+    session = app_config[SESSION]
     dog = Watchdog(request, cfg.disconnect_poll_interval)
     # An upstream's own error response outranks the gateway's 502/504: when every
     # deployment fails, the client gets the last thing an upstream actually said.
@@ -123,7 +125,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
             if not plan.acquire(deployment):
                 continue
             try:
-                up = await _call_upstream(request, ctx, deployment, plan, cfg, dog)
+                up = await _call_upstream(request, session, ctx, deployment, plan, cfg, dog)
                 if isinstance(up, web.StreamResponse):
                     return up
                 # Streamed from this frame, not from the call's: one coroutine frame less
@@ -154,6 +156,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
 
 async def _call_upstream(
     request: web.Request,
+    session: aiohttp.ClientSession,
     ctx: RequestContext,
     deployment: Deployment,
     plan: AttemptPlan,
@@ -177,7 +180,7 @@ async def _call_upstream(
     t0 = time.monotonic()
     try:
         up = await dog.wait(
-            request.config_dict[SESSION].request(
+            session.request(
                 up_req.method,
                 up_req.url,
                 headers=up_req.headers,
