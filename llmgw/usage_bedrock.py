@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,31 @@ _TAIL_CACHE_SIZE = 256
 _MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
 
 
+#: Chunks larger than this are kept by reference, not walked (after the first frame).
+_SMALL = 4096
+#: Bytes of the last chunks kept while skimming: the final frames are well within it.
+_TAIL_KEEP = 64 << 10
+#: What every Bedrock chunk frame has after its prelude: a resync point in a cut window.
+_CHUNK_HEADER_BLOCK = _PROBE[_PRELUDE_SIZE : _PRELUDE_SIZE + _CHUNK_HEADERS_SIZE]
+
+
+def _resync(tail: bytes) -> int:
+    """Where the first whole chunk frame of ``tail`` starts (its header block found and its
+    prelude CRC right, so a payload cannot fake one), or -1."""
+    at = tail.find(_CHUNK_HEADER_BLOCK, _PRELUDE_SIZE)
+    while at >= 0:
+        start = at - _PRELUDE_SIZE
+        total, headers_size = _LENGTHS.unpack_from(tail, start)
+        if (
+            headers_size == _CHUNK_HEADERS_SIZE
+            and _MIN_FRAME <= total <= _MAX_FRAME
+            and zlib.crc32(tail[start : start + 8]) == _U32.unpack_from(tail, start + 8)[0]
+        ):
+            return start
+        at = tail.find(_CHUNK_HEADER_BLOCK, at + 1)
+    return -1
+
+
 def event_type(data: bytes) -> str:
     """The ``type`` of an Anthropic event JSON, read from its first bytes when it leads."""
     match = _TYPE.match(data, 0, 64)
@@ -116,6 +142,14 @@ class BedrockUsageTap:
     only observes. Every other frame (message_start, message_delta, message_stop with the
     invocation metrics, exceptions, anything laid out differently) goes through the full
     decoder, so it is accounted exactly as before.
+
+    As in :class:`~llmgw.usage_sse.SSEUsageTap`, once the first frame is read a chunk over
+    ``_SMALL`` bytes (a fast stream's reads) starts *skimming*: chunks are only kept, by
+    reference, for the last ``_TAIL_KEEP`` bytes, and at the end that tail is walked as
+    above (found again by a chunk frame's header block and prelude CRC when older chunks
+    were let go). The usage there is exact; a stream cut before it gets its deltas sized on
+    the tail and scaled to the skimmed bytes. A malformed frame in the skimmed middle of a
+    long stream goes unseen.
     """
 
     __slots__ = (
@@ -126,7 +160,12 @@ class BedrockUsageTap:
         "_failed",
         "_lost",
         "_need",
+        "_skimmed",
+        "_started",
         "_tails",
+        "_whole",
+        "_window",
+        "_window_len",
         "error",
         "usage",
     )
@@ -143,14 +182,40 @@ class BedrockUsageTap:
         self._buf = bytearray()
         self._need = _PRELUDE_SIZE
         self._tails: set[bytes] = set()
+        self._started = False  # a whole frame was walked (the first: message_start)
+        # Skimming (after the first big chunk): the last chunks, kept by reference.
+        self._window: list[bytes] | None = None
+        self._window_len = 0
+        self._whole = True  # the window still starts where skimming began: a frame boundary
+        self._skimmed = 0
 
     @property
     def pending(self) -> bool:
         """True when the bytes seen so far end inside a frame (or where, is unknown)."""
+        if self._window is not None:
+            return self._window_pending()
         return bool(self._buf) or self._lost
 
     def feed(self, chunk: bytes) -> None:
         if self._lost:
+            return
+        window = self._window
+        if window is not None:
+            # The hot path of big chunks: keep a reference, look at nothing.
+            window.append(chunk)
+            self._skimmed += len(chunk)
+            size = self._window_len + len(chunk)
+            while size - len(window[0]) >= _TAIL_KEEP:
+                size -= len(window.pop(0))
+                self._whole = False
+            self._window_len = size
+            return
+        if len(chunk) > _SMALL and self._started and not self._failed:
+            rest = bytes(self._buf)
+            self._buf.clear()
+            self._window = [rest] if rest else []
+            self._window_len = self._skimmed = len(rest)
+            self.feed(chunk)
             return
         buf = self._buf
         if buf:
@@ -167,6 +232,8 @@ class BedrockUsageTap:
             self._fail(exc)
             self._lost = True
             return
+        if pos:
+            self._started = True
         if pos < len(data) and not self._lost:
             buf += data[pos:]
 
@@ -294,8 +361,46 @@ class BedrockUsageTap:
         else:
             self._delta_bytes += sum(max(size - _DELTA_OVERHEAD, 1) for size in sizes)
 
+    def _window_pending(self) -> bool:
+        tail = b"".join(self._window or ())
+        start = 0 if self._whole else _resync(tail)
+        if start < 0:
+            return True  # no frame boundary found: where the frames are is unknown
+        end = len(tail)
+        pos = start
+        while end - pos >= _PRELUDE_SIZE:
+            total = _U32.unpack_from(tail, pos)[0]
+            if not _MIN_FRAME <= total <= _MAX_FRAME or pos + total > end:
+                return True
+            pos += total
+        return pos != end
+
+    def _read_tail(self) -> None:
+        """After skimming: account the kept tail's frames exactly (the final
+        ``message_delta``, the invocation metrics, an exception), and scale the deltas
+        sized there to every skimmed byte (exact when the window kept them all)."""
+        window, self._window = self._window, None
+        tail = b"".join(window or ())
+        start = 0 if self._whole else _resync(tail)
+        if start < 0 or self._failed:
+            return
+        before, self._delta_bytes = self._delta_bytes, 0
+        try:
+            walked = self._walk(tail[start:] if start else tail)
+        except Exception as exc:  # the safety net, as in feed()
+            self._fail(exc)
+            walked = 0
+        sampled, self._delta_bytes = self._delta_bytes, before
+        if self._whole:
+            self._delta_bytes += sampled
+        elif walked:
+            self._delta_bytes += sampled * self._skimmed // walked
+
     def close(self) -> None:
-        """End of stream: estimate output from the deltas if the final usage never came."""
+        """End of stream: read a skimmed tail, and estimate output from the deltas if the
+        final usage never came."""
+        if self._window is not None:
+            self._read_tail()
         self._events.close()
         usage = self.usage
         if not usage.final and self._delta_bytes:

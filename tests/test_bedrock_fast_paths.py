@@ -331,3 +331,72 @@ def test_nonsense_length_flags_the_tap_and_never_raises() -> None:
     tap.close()
     assert tap.usage.parse_error == "ProtocolError: prelude CRC mismatch"
     assert tap.pending  # where the frames are is unknown: nothing may be appended
+
+
+def _long_stream(rng: random.Random, deltas: int) -> tuple[bytes, list[int]]:
+    """A well-formed stream of ``deltas`` content deltas, with the final usage and the
+    invocation metrics; also every frame's end offset."""
+    usage = {"input_tokens": 21, "output_tokens": 1}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": "m", "model": "x", "usage": usage}}
+    ]
+    events += [
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "x" * 90},
+        }
+    ] * deltas
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 777},
+        }
+    )
+    events.append(
+        {"type": "message_stop", METRICS_KEY: {"inputTokenCount": 21, "outputTokenCount": 778}}
+    )
+    frames = [_frame(_json(e, rng), rng, odd_layouts=False) for e in events]
+    ends, pos = [], 0
+    for frame in frames:
+        pos += len(frame)
+        ends.append(pos)
+    return b"".join(frames), ends
+
+
+def _fed(data: bytes, size: int) -> tuple[BedrockUsageTap, ReferenceTap]:
+    tap, reference = BedrockUsageTap(), ReferenceTap()
+    for pos in range(0, len(data), size):
+        tap.feed(data[pos : pos + size])
+        reference.feed(data[pos : pos + size])
+    return tap, reference
+
+
+@pytest.mark.parametrize("size", [1000, 4097, 65536])
+def test_a_long_stream_skimmed_in_big_chunks_reads_the_exact_final_usage(size: int) -> None:
+    data, _ = _long_stream(random.Random(size), 3000)  # ~700 KB: far more than the tail kept
+    tap, reference = _fed(data, size)
+
+    assert not tap.pending
+    tap.close()
+    reference.events.close()
+    assert _state(tap.usage, tap.error) == _state(reference.usage, reference.error)
+    assert (tap.usage.input_tokens, tap.usage.output_tokens) == (21, 778)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_long_stream_cut_while_skimming_knows_where_it_was_cut(seed: int) -> None:
+    rng = random.Random(seed)
+    data, ends = _long_stream(rng, 3000)
+    at_boundary = ends[rng.randrange(1000, 2900)]
+    inside = at_boundary - rng.randint(1, 100)
+    for cut in (at_boundary, inside):
+        tap, reference = _fed(data[:cut], 65536)
+
+        assert tap.pending == reference.decoder.pending == (cut == inside)
+        tap.close()
+        reference.events.close()
+        # Deltas sized on the tail, scaled to the skimmed bytes: an estimate, within 10 %.
+        assert tap.usage.estimated and reference.usage.estimated
+        assert abs(tap.usage.output_tokens / reference.usage.output_tokens - 1) < 0.1
