@@ -64,6 +64,15 @@ def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(sock_connect=seconds)
 
 
+def _app_parts(
+    request: web.Request, plan: AttemptPlan
+) -> tuple[UpstreamConfig, aiohttp.ClientSession]:
+    """The upstream timeouts for this route and the shared session: one ``config_dict``
+    (a new ChainMapProxy per access), not held by the relay's frame for the stream."""
+    config = request.config_dict
+    return plan.upstream_config(config[CONFIG].upstream), config[SESSION]
+
+
 def _payload(body: bytes) -> bytes | io.BytesIO:
     """The upstream body; over 1 MiB as a ``BytesIO``, which aiohttp writes in chunks
     (for raw bytes that large it emits a ``ResourceWarning``, an error under ``-W error``)."""
@@ -104,9 +113,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
     plan = ctx.routing
     if plan is None:
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
-    app_config = request.config_dict  # (a new ChainMapProxy per access)
-    cfg = plan.upstream_config(app_config[CONFIG].upstream)
-    session = app_config[SESSION]
+    cfg, session = _app_parts(request, plan)
     dog = Watchdog(request, cfg.disconnect_poll_interval)
     # An upstream's own error response outranks the gateway's 502/504: when every
     # deployment fails, the client gets the last thing an upstream actually said.
