@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import json
 import re
-import struct
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from multidict import MultiMapping
 
+from ._bedrock_frames import (
+    BASE64_START,
+    CHUNK_HEADERS_SIZE,
+    DELTA_MARK,
+    DELTA_MARK_END,
+    LENGTHS,
+    MAX_FRAME,
+    MIN_FRAME,
+    PAD,
+    PRELUDE_SIZE,
+    U32,
+    exception_info,
+    resync,
+)
+from ._tail import TailWindow
 from ._translate_errors import anthropic_error_type
 from .log import relay_logger
 from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, JSONUsageTap, Usage
@@ -26,9 +39,8 @@ from .wire import (
     EventStreamMessage,
     ProtocolError,
     decode_bedrock_chunk,
-    encode_bedrock_chunk,
 )
-from .wire.eventstream import _COMPACT_TAIL, DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
+from .wire.eventstream import _COMPACT_TAIL
 
 __all__ = (
     "BedrockJSONUsageTap",
@@ -55,48 +67,12 @@ _HEADERS = (
 )
 
 
-# The delta tap's fast path. A frame: 12-byte prelude (total length, headers length, CRC),
-# header block, payload, 4-byte CRC; a frame of the content delta head alone gives the bytes
-# every delta frame shares from offset 12: the chunk header block, {"bytes":" and the head's
-# base64 (its 30 bytes encode to 40 characters, which do not depend on what follows).
-_DELTA_HEAD = b'{"type":"content_block_delta",'
-_PROBE = encode_bedrock_chunk(_DELTA_HEAD)
-_PRELUDE_SIZE = 12
-_LENGTHS = struct.Struct(">II")
-_U32 = struct.Struct(">I")
-_CHUNK_HEADERS_SIZE = _U32.unpack_from(_PROBE, 4)[0]
-_DELTA_MARK = _PROBE[_PRELUDE_SIZE : _PROBE.rindex(b'"')]
-_DELTA_MARK_END = _PRELUDE_SIZE + len(_DELTA_MARK)
-_BASE64_START = _DELTA_MARK_END - 40
-_PAD = ord("=")
-_MIN_FRAME = 16
+#: Remembered compact tails of delta frames (Bedrock pads with prefixes of one string).
 _TAIL_CACHE_SIZE = 256
-_MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
-
-
 #: Chunks larger than this are kept by reference, not walked (after the first frame).
 _SMALL = 4096
 #: Bytes of the last chunks kept while skimming: the final frames are well within it.
 _TAIL_KEEP = 64 << 10
-#: What every Bedrock chunk frame has after its prelude: a resync point in a cut window.
-_CHUNK_HEADER_BLOCK = _PROBE[_PRELUDE_SIZE : _PRELUDE_SIZE + _CHUNK_HEADERS_SIZE]
-
-
-def _resync(tail: bytes) -> int:
-    """Where the first whole chunk frame of ``tail`` starts (its header block found and its
-    prelude CRC right, so a payload cannot fake one), or -1."""
-    at = tail.find(_CHUNK_HEADER_BLOCK, _PRELUDE_SIZE)
-    while at >= 0:
-        start = at - _PRELUDE_SIZE
-        total, headers_size = _LENGTHS.unpack_from(tail, start)
-        if (
-            headers_size == _CHUNK_HEADERS_SIZE
-            and _MIN_FRAME <= total <= _MAX_FRAME
-            and zlib.crc32(tail[start : start + 8]) == _U32.unpack_from(tail, start + 8)[0]
-        ):
-            return start
-        at = tail.find(_CHUNK_HEADER_BLOCK, at + 1)
-    return -1
 
 
 def event_type(data: bytes) -> str:
@@ -160,12 +136,9 @@ class BedrockUsageTap:
         "_failed",
         "_lost",
         "_need",
-        "_skimmed",
         "_started",
         "_tails",
-        "_whole",
         "_window",
-        "_window_len",
         "error",
         "usage",
     )
@@ -180,14 +153,10 @@ class BedrockUsageTap:
         self._lost = False  # frame boundaries unknown: a length field made no sense
         # The bytes after the last whole frame, and how many must be buffered to go on.
         self._buf = bytearray()
-        self._need = _PRELUDE_SIZE
+        self._need = PRELUDE_SIZE
         self._tails: set[bytes] = set()
         self._started = False  # a whole frame was walked (the first: message_start)
-        # Skimming (after the first big chunk): the last chunks, kept by reference.
-        self._window: list[bytes] | None = None
-        self._window_len = 0
-        self._whole = True  # the window still starts where skimming began: a frame boundary
-        self._skimmed = 0
+        self._window: TailWindow | None = None  # skimming (after the first big chunk)
 
     @property
     def pending(self) -> bool:
@@ -199,23 +168,15 @@ class BedrockUsageTap:
     def feed(self, chunk: bytes) -> None:
         if self._lost:
             return
-        window = self._window
-        if window is not None:
-            # The hot path of big chunks: keep a reference, look at nothing.
-            window.append(chunk)
-            self._skimmed += len(chunk)
-            size = self._window_len + len(chunk)
-            while size - len(window[0]) >= _TAIL_KEEP:
-                size -= len(window.pop(0))
-                self._whole = False
-            self._window_len = size
+        if self._window is not None:
+            self._window.add(chunk)  # the hot path of big chunks: a reference, looked at later
             return
         if len(chunk) > _SMALL and self._started and not self._failed:
-            rest = bytes(self._buf)
-            self._buf.clear()
-            self._window = [rest] if rest else []
-            self._window_len = self._skimmed = len(rest)
-            self.feed(chunk)
+            self._window = TailWindow(_TAIL_KEEP)
+            if self._buf:  # an unfinished frame: where the window starts is a boundary
+                self._window.add(bytes(self._buf))
+                self._buf.clear()
+            self._window.add(chunk)
             return
         buf = self._buf
         if buf:
@@ -243,16 +204,16 @@ class BedrockUsageTap:
         pos = 0
         delta_bytes = 0
         # Locals, not globals, in the loop: it runs once a frame.
-        unpack = _LENGTHS.unpack_from
+        unpack = LENGTHS.unpack_from
         startswith = data.startswith
         find = data.find
         tails = self._tails
-        mark, chunk_headers_size, mark_end = _DELTA_MARK, _CHUNK_HEADERS_SIZE, _DELTA_MARK_END
-        base64_start, pad, overhead = _BASE64_START, _PAD, _DELTA_OVERHEAD
+        mark, chunk_headers_size, mark_end = DELTA_MARK, CHUNK_HEADERS_SIZE, DELTA_MARK_END
+        base64_start, pad, overhead = BASE64_START, PAD, _DELTA_OVERHEAD
         try:
-            while end - pos >= _PRELUDE_SIZE:
+            while end - pos >= PRELUDE_SIZE:
                 total, headers_size = unpack(data, pos)
-                if not _MIN_FRAME <= total <= _MAX_FRAME:
+                if not MIN_FRAME <= total <= MAX_FRAME:
                     self._lose(data[pos:])
                     return end
                 next_pos = pos + total
@@ -281,7 +242,7 @@ class BedrockUsageTap:
                 pos = next_pos
                 if self._failed:
                     return self._follow(data, pos)
-            self._need = _PRELUDE_SIZE
+            self._need = PRELUDE_SIZE
             return pos
         finally:
             self._delta_bytes += delta_bytes
@@ -301,16 +262,16 @@ class BedrockUsageTap:
     def _follow(self, data: bytes, pos: int) -> int:
         """Walk frame boundaries only (after a parse failure), so ``pending`` stays true."""
         end = len(data)
-        while end - pos >= _PRELUDE_SIZE:
-            total = _U32.unpack_from(data, pos)[0]
-            if not _MIN_FRAME <= total <= _MAX_FRAME:
+        while end - pos >= PRELUDE_SIZE:
+            total = U32.unpack_from(data, pos)[0]
+            if not MIN_FRAME <= total <= MAX_FRAME:
                 self._lost = True
                 return end
             if pos + total > end:
                 self._need = total
                 return pos
             pos += total
-        self._need = _PRELUDE_SIZE
+        self._need = PRELUDE_SIZE
         return pos
 
     def _full(self, frame: bytes) -> None:
@@ -362,15 +323,16 @@ class BedrockUsageTap:
             self._delta_bytes += sum(max(size - _DELTA_OVERHEAD, 1) for size in sizes)
 
     def _window_pending(self) -> bool:
-        tail = b"".join(self._window or ())
-        start = 0 if self._whole else _resync(tail)
+        assert self._window is not None
+        tail = self._window.tail()
+        start = 0 if self._window.whole else resync(tail)
         if start < 0:
             return True  # no frame boundary found: where the frames are is unknown
         end = len(tail)
         pos = start
-        while end - pos >= _PRELUDE_SIZE:
-            total = _U32.unpack_from(tail, pos)[0]
-            if not _MIN_FRAME <= total <= _MAX_FRAME or pos + total > end:
+        while end - pos >= PRELUDE_SIZE:
+            total = U32.unpack_from(tail, pos)[0]
+            if not MIN_FRAME <= total <= MAX_FRAME or pos + total > end:
                 return True
             pos += total
         return pos != end
@@ -380,8 +342,9 @@ class BedrockUsageTap:
         ``message_delta``, the invocation metrics, an exception), and scale the deltas
         sized there to every skimmed byte (exact when the window kept them all)."""
         window, self._window = self._window, None
-        tail = b"".join(window or ())
-        start = 0 if self._whole else _resync(tail)
+        assert window is not None
+        tail = window.tail()
+        start = 0 if window.whole else resync(tail)
         if start < 0 or self._failed:
             return
         before, self._delta_bytes = self._delta_bytes, 0
@@ -391,10 +354,10 @@ class BedrockUsageTap:
             self._fail(exc)
             walked = 0
         sampled, self._delta_bytes = self._delta_bytes, before
-        if self._whole:
+        if window.whole:
             self._delta_bytes += sampled
         elif walked:
-            self._delta_bytes += sampled * self._skimmed // walked
+            self._delta_bytes += sampled * window.skimmed // walked
 
     def close(self) -> None:
         """End of stream: read a skimmed tail, and estimate output from the deltas if the
@@ -408,22 +371,6 @@ class BedrockUsageTap:
             if estimate > usage.output_tokens:
                 usage.output_tokens = estimate
                 usage.estimated = True
-
-
-def exception_info(message: EventStreamMessage) -> dict[str, Any]:
-    """``{"type": exceptionType, "message": text}`` of an exception or error frame."""
-    if message.message_type == "error":
-        code = message.headers.get(":error-code")
-        text = message.headers.get(":error-message")
-        return {"type": str(code or "error"), "message": str(text or "")}
-    text = ""
-    try:
-        payload = json.loads(message.payload or b"{}")
-        if isinstance(payload, dict):
-            text = str(payload.get("message") or payload.get("Message") or "")
-    except ValueError:
-        text = message.payload.decode("utf-8", "replace")
-    return {"type": message.exception_type or "internalServerException", "message": text}
 
 
 class BedrockJSONUsageTap(JSONUsageTap):

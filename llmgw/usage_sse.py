@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._tail import TailWindow
 from .log import relay_logger
 from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, Usage, usage_from_message
 from .wire import ProtocolError
@@ -64,11 +65,8 @@ class SSEUsageTap:
         "_delta_bytes",
         "_failed",
         "_mode",
-        "_skimmed",
         "_tail_read",
-        "_whole",
         "_window",
-        "_window_len",
         "error",
         "usage",
     )
@@ -82,10 +80,7 @@ class SSEUsageTap:
         self._mode = _HEAD
         self._carry = b""  # head mode: the bytes of an unfinished first event
         # skim mode: the last chunks (at least _TAIL_KEEP bytes of them, when there were).
-        self._window: list[bytes] = []
-        self._window_len = 0
-        self._whole = True  # the window still starts where skimming began: an event boundary
-        self._skimmed = 0
+        self._window = TailWindow(_TAIL_KEEP)
         self._tail_read = False
 
     @property
@@ -95,16 +90,17 @@ class SSEUsageTap:
             return bool(self._carry)
         if self._mode == _DECODE:
             return self._decoder is not None and self._decoder.pending
-        if not self._window:
+        chunks = self._window.chunks
+        if not chunks:
             return False
-        end = self._window[-1][-4:]
-        if len(end) < 4 and len(self._window) > 1:
-            end = (self._window[-2][-4:] + end)[-4:]
+        end = chunks[-1][-4:]
+        if len(end) < 4 and len(chunks) > 1:
+            end = (chunks[-2][-4:] + end)[-4:]
         if end.endswith(b"\n\n"):
             return False
         if b"\r" not in end:
             return True
-        tail = b"".join(self._window)  # CR line ends mid-stream: let a decoder judge
+        tail = self._window.tail()  # CR line ends mid-stream: let a decoder judge
         probe = SSEDecoder()
         probe.feed(b"\n")  # past the BOM check
         probe.feed(tail[self._boundary_before(tail, len(tail)) :])
@@ -118,23 +114,12 @@ class SSEUsageTap:
             if len(chunk) <= _SMALL and chunk.endswith(b"\n\n"):
                 # Whole events (a trickling stream's usual chunk): account them now and
                 # hold nothing. A window that starts at a boundary is drained the same way.
-                if not window:
+                if not window.chunks:
                     return self._account(chunk)
-                if self._whole and self._window_len <= _SMALL:
-                    window.append(chunk)
-                    self._skimmed -= self._window_len
-                    self._window_len = 0
-                    data = b"".join(window)
-                    window.clear()
-                    return self._account(data)
-            # The hot path of big chunks: keep a reference, look at nothing.
-            window.append(chunk)
-            self._skimmed += len(chunk)
-            size = self._window_len + len(chunk)
-            while size - len(window[0]) >= _TAIL_KEEP:
-                size -= len(window.pop(0))
-                self._whole = False
-            self._window_len = size
+                if window.whole and window.size <= _SMALL:
+                    window.add(chunk)
+                    return self._account(window.take())
+            window.add(chunk)  # the hot path of big chunks: a reference, looked at later
             return None
         try:
             if self._mode == _HEAD:
@@ -208,7 +193,7 @@ class SSEUsageTap:
         usage never came."""
         if self._mode == _SKIM and not self._tail_read:
             self._tail_read = True
-            tail = b"".join(self._window)
+            tail = self._window.tail()
             # After a parse failure nothing more is parsed, but the cut stream's deltas
             # are still sized for the estimate.
             steps = (self._sample_tail,) if self._failed else (self._read_tail, self._sample_tail)
@@ -236,15 +221,16 @@ class SSEUsageTap:
 
     def _sample_tail(self, tail: bytes) -> None:
         # Cut short: size the deltas on the tail and scale to everything skimmed.
-        start = 0 if self._whole else tail.find(b"\n\n") + 2
-        if (start < 2 and not self._whole) or start >= len(tail):
+        whole = self._window.whole
+        start = 0 if whole else tail.find(b"\n\n") + 2
+        if (start < 2 and not whole) or start >= len(tail):
             return
         sampled = sum(
             max(len(data) - _DELTA_OVERHEAD, 1)
             for name, data in _events(tail[start:])
             if name == "content_block_delta"
         )
-        self._delta_bytes += sampled * self._skimmed // (len(tail) - start)
+        self._delta_bytes += sampled * self._window.skimmed // (len(tail) - start)
 
     def _last_line(self, tail: bytes, line: bytes) -> int:
         """Offset of the last ``line`` (``\\n`` + field + ``\\n``) in the scanned end of
@@ -252,7 +238,7 @@ class SSEUsageTap:
         found = tail.rfind(line, max(0, len(tail) - _TAIL_SCAN))
         if found >= 0:
             return found + 1
-        return 0 if self._whole and tail.startswith(line[1:]) else -1
+        return 0 if self._window.whole and tail.startswith(line[1:]) else -1
 
     def _boundary_before(self, tail: bytes, offset: int, default: int = 0) -> int:
         """The last event boundary at or before ``offset``: after any ``\\n\\n`` (a blank
@@ -260,7 +246,7 @@ class SSEUsageTap:
         found = tail.rfind(b"\n\n", 0, offset)
         if found >= 0:
             return found + 2
-        return 0 if self._whole else default
+        return 0 if self._window.whole else default
 
     def _fail(self, exc: Exception) -> None:
         self._failed = True

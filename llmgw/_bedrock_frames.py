@@ -1,0 +1,85 @@
+"""Bedrock event-stream frames recognised by their bytes, for the usage tap's fast paths:
+the prelude's lengths, the prefix every content-delta frame shares, and where a whole frame
+starts again in a window whose beginning was let go; and what an exception frame says."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from typing import Any
+
+from .wire import EventStreamMessage, encode_bedrock_chunk
+from .wire.eventstream import DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
+
+__all__ = (
+    "BASE64_START",
+    "CHUNK_HEADERS_SIZE",
+    "CHUNK_HEADER_BLOCK",
+    "DELTA_HEAD",
+    "DELTA_MARK",
+    "DELTA_MARK_END",
+    "LENGTHS",
+    "MAX_FRAME",
+    "MIN_FRAME",
+    "PAD",
+    "PRELUDE_SIZE",
+    "PROBE",
+    "U32",
+    "exception_info",
+    "resync",
+)
+
+# The delta tap's fast path. A frame: 12-byte prelude (total length, headers length, CRC),
+# header block, payload, 4-byte CRC; a frame of the content delta head alone gives the bytes
+# every delta frame shares from offset 12: the chunk header block, {"bytes":" and the head's
+# base64 (its 30 bytes encode to 40 characters, which do not depend on what follows).
+DELTA_HEAD = b'{"type":"content_block_delta",'
+PROBE = encode_bedrock_chunk(DELTA_HEAD)
+PRELUDE_SIZE = 12
+LENGTHS = struct.Struct(">II")
+U32 = struct.Struct(">I")
+CHUNK_HEADERS_SIZE = U32.unpack_from(PROBE, 4)[0]
+DELTA_MARK = PROBE[PRELUDE_SIZE : PROBE.rindex(b'"')]
+DELTA_MARK_END = PRELUDE_SIZE + len(DELTA_MARK)
+BASE64_START = DELTA_MARK_END - 40
+PAD = ord("=")
+MIN_FRAME = 16
+MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
+
+
+#: What every Bedrock chunk frame has after its prelude: a resync point in a cut window.
+CHUNK_HEADER_BLOCK = PROBE[PRELUDE_SIZE : PRELUDE_SIZE + CHUNK_HEADERS_SIZE]
+
+
+def resync(tail: bytes) -> int:
+    """Where the first whole chunk frame of ``tail`` starts (its header block found and its
+    prelude CRC right, so a payload cannot fake one), or -1."""
+    at = tail.find(CHUNK_HEADER_BLOCK, PRELUDE_SIZE)
+    while at >= 0:
+        start = at - PRELUDE_SIZE
+        total, headers_size = LENGTHS.unpack_from(tail, start)
+        if (
+            headers_size == CHUNK_HEADERS_SIZE
+            and MIN_FRAME <= total <= MAX_FRAME
+            and zlib.crc32(tail[start : start + 8]) == U32.unpack_from(tail, start + 8)[0]
+        ):
+            return start
+        at = tail.find(CHUNK_HEADER_BLOCK, at + 1)
+    return -1
+
+
+def exception_info(message: EventStreamMessage) -> dict[str, Any]:
+    """``{"type": exceptionType, "message": text}`` of an exception or error frame."""
+    if message.message_type == "error":
+        code = message.headers.get(":error-code")
+        text = message.headers.get(":error-message")
+        return {"type": str(code or "error"), "message": str(text or "")}
+    text = ""
+    try:
+        payload = json.loads(message.payload or b"{}")
+        if isinstance(payload, dict):
+            text = str(payload.get("message") or payload.get("Message") or "")
+    except ValueError:
+        text = message.payload.decode("utf-8", "replace")
+    return {"type": message.exception_type or "internalServerException", "message": text}
