@@ -206,16 +206,21 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Counter
         yield mem, prefix
         await mem.close()
         return
-    import redis.asyncio as aioredis
 
     store = RedisCounters(REDIS_URL, timeout=1.0)
     yield store, prefix
+    await _drop_keys(prefix)
+    await store.close()
+
+
+async def _drop_keys(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
     client = aioredis.Redis.from_url(REDIS_URL)
     keys = [k async for k in client.scan_iter(match=prefix + "*")]
     if keys:
         await client.delete(*keys)
     await client.aclose()
-    await store.close()
 
 
 def window(key: str, limit: int, amount: int, bucket: int = 100, ttl: float = 60) -> Counter:
@@ -276,17 +281,11 @@ async def test_settle_corrects_to_actual_and_frees_the_rest(
 async def redis_store() -> AsyncIterator[tuple[RedisCounters, str]]:
     """A Redis backend whose lone settles wait a minute: only a reservation or ``close()``
     can apply them in a test's time."""
-    import redis.asyncio as aioredis
-
     prefix = f"llmgw:test:{secrets.token_hex(6)}:"
     store = RedisCounters(REDIS_URL, timeout=1.0, settle_delay=60.0)
     yield store, prefix
     await store.close()
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await _drop_keys(prefix)
 
 
 @pytest.mark.redis
