@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _servers import ROOT
+from _variants import BENCH_KEY_SHA256, NAIVE, Variant, render_config
 
 __all__ = (
     "SERVERS",
@@ -21,6 +22,7 @@ __all__ = (
     "Child",
     "cpu_seconds",
     "profiled",
+    "proxy_argv",
     "rss_bytes",
     "slug",
     "start_child",
@@ -111,6 +113,32 @@ async def stop_child(child: Child, children: list[Child]) -> None:
     tail = _tail(child.log)
     if tail:
         print(f"  note: {child.name} wrote to stderr:\n{tail}", file=sys.stderr)
+
+
+def proxy_argv(
+    variant: Variant, workdir: Path, *, upstream: str, redis: str, prefix: str
+) -> list[str]:
+    """How to start ``variant`` in front of ``upstream``: the naive proxy, ``llmgw serve``
+    as shipped, or an app factory; an llmgw config goes to ``workdir`` (fresh per start)."""
+    if variant.kind == NAIVE:
+        return [sys.executable, str(SERVERS), "naive", "--upstream", upstream]
+    config = workdir / "llmgw.toml"
+    config.write_text(
+        render_config(
+            variant,
+            upstream=upstream,
+            dir=str(workdir),
+            redis=redis,
+            prefix=prefix,
+            key_sha256=BENCH_KEY_SHA256,
+        )
+    )
+    if variant.app_factory is not None:
+        factory = ["--factory", variant.app_factory]
+        return [sys.executable, str(SERVERS), "gateway", "-c", str(config), *factory]
+    # WARNING: at INFO, `llmgw serve` logs one access line per request.
+    serve = ["serve", "-c", str(config), "--host", "127.0.0.1", "--port", "0"]
+    return [sys.executable, "-m", "llmgw", "--log-level", "WARNING", *serve]
 
 
 def _tail(log: Path, lines: int = 8) -> str:

@@ -32,10 +32,20 @@ from pathlib import Path
 
 import aiohttp
 from _cases import CASE_RUNNERS, Endpoint, Plan, warm_up
-from _procs import SERVERS, BenchError, Child, cpu_seconds, profiled, slug, start_child, stop_child
+from _procs import (
+    SERVERS,
+    BenchError,
+    Child,
+    cpu_seconds,
+    profiled,
+    proxy_argv,
+    slug,
+    start_child,
+    stop_child,
+)
 from _report import Sample, metrics_for, render, summarize
 from _servers import CASES, loop_name, payloads
-from _variants import BENCH_KEY_SHA256, DIRECT, NAIVE, Variant, render_config, roles, select
+from _variants import DIRECT, Variant, roles, select
 
 __all__ = ("FULL", "QUICK", "main")
 
@@ -77,27 +87,11 @@ class Run:
 
 
 def _proxy_argv(run: Run, variant: Variant, label: str) -> list[str]:
-    if variant.kind == NAIVE:
-        return [sys.executable, str(SERVERS), "naive", "--upstream", run.upstream.url]
     workdir = run.tmp / label
     workdir.mkdir()
-    config = workdir / "llmgw.toml"
-    config.write_text(
-        render_config(
-            variant,
-            upstream=run.upstream.url,
-            dir=str(workdir),
-            redis=run.redis,
-            prefix=run.prefix,
-            key_sha256=BENCH_KEY_SHA256,
-        )
+    return proxy_argv(
+        variant, workdir, upstream=run.upstream.url, redis=run.redis, prefix=run.prefix
     )
-    if variant.app_factory is not None:
-        factory = ["--factory", variant.app_factory]
-        return [sys.executable, str(SERVERS), "gateway", "-c", str(config), *factory]
-    # WARNING: at INFO, `llmgw serve` logs one access line per request.
-    serve = ["serve", "-c", str(config), "--host", "127.0.0.1", "--port", "0"]
-    return [sys.executable, "-m", "llmgw", "--log-level", "WARNING", *serve]
 
 
 async def measure(run: Run, variant: Variant, case: str, rep: int) -> Sample:

@@ -1,0 +1,156 @@
+"""What each feature costs the gateway, measured interleaved: every variant's proxy runs
+side by side (all pinned to one core, idle but for their turn) and they take turns, round
+after round, so a drift of the machine hits them all alike.
+
+On a VM whose speed wanders by 30 % between minutes, this is what resolves the few-percent
+differences `relay.py` (one variant after another) cannot. It reports the gateway's CPU time
+per short request (from `/proc/PID/stat`, over each turn) and each variant's ratio to the
+first one, the median of the per-round ratios; with `--concurrency 1`, also time to first
+byte p50.
+
+    python benchmarks/interleaved.py
+    python benchmarks/interleaved.py --variants llmgw,llmgw+limits-memory,llmgw+limits-redis -c 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+from _cases import Endpoint, fetch, warm_up
+from _procs import SERVERS, Child, cpu_seconds, proxy_argv, start_child, stop_child
+from _servers import loop_name
+from _variants import DIRECT, VARIANTS
+
+DEFAULT = "llmgw,llmgw+metering,llmgw+audit-batched,llmgw+limits-memory,llmgw+limits-redis,naive"
+
+
+async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[float, float]:
+    """``requests`` short streams at ``concurrency``: (CPU µs per request, TTFB p50 ms)."""
+    assert target.pid is not None
+    remaining = requests
+    firsts: list[float] = []
+
+    async def work() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            firsts.append((await fetch(target, "short"))[0])
+
+    before = cpu_seconds(target.pid)
+    await asyncio.gather(*(work() for _ in range(concurrency)))
+    cpu = (cpu_seconds(target.pid) - before) / requests * 1e6
+    return cpu, statistics.median(firsts) * 1e3
+
+
+async def run(args: argparse.Namespace) -> None:
+    by_name = {v.name: v for v in VARIANTS}
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in by_name or n == DIRECT]
+    if unknown:
+        raise SystemExit(f"unknown variant {unknown[0]!r}; known: {', '.join(by_name)}")
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = len(cpus) >= 2 and not args.no_pin
+    proxy_cpu, driver_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    if driver_cpu is not None:
+        os.sched_setaffinity(0, {driver_cpu})
+    prefix = f"llmgw-bench:{os.getpid()}:{secrets.token_hex(4)}:"
+    children: list[Child] = []
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    ttfb: dict[str, list[float]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmp:
+        try:
+            upstream = await start_child(
+                "upstream",
+                [sys.executable, str(SERVERS), "upstream"],
+                cpu=driver_cpu,
+                logdir=Path(tmp),
+                children=children,
+            )
+            connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
+            async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:
+                targets = []
+                for name in names:
+                    workdir = Path(tmp) / name.replace("+", "_")
+                    workdir.mkdir()
+                    argv = proxy_argv(
+                        by_name[name],
+                        workdir,
+                        upstream=upstream.url,
+                        redis=args.redis,
+                        prefix=prefix,
+                    )
+                    proxy = await start_child(
+                        name, argv, cpu=proxy_cpu, logdir=Path(tmp), children=children
+                    )
+                    target = Endpoint(
+                        session=s, base=proxy.url, variant=by_name[name], pid=proxy.proc.pid
+                    )
+                    await warm_up(target, "short", 300, args.concurrency)
+                    targets.append(target)
+                for rnd in range(args.rounds):
+                    print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
+                    for target in targets:
+                        c, t = await _turn(target, args.requests, args.concurrency)
+                        cpu[target.variant.name].append(c)
+                        ttfb[target.variant.name].append(t)
+        finally:
+            for child in list(children):
+                await stop_child(child, children)
+            if any("$redis" in text for n in names for text in by_name[n].config.values()):
+                from relay import _redis_rtt
+
+                with contextlib.suppress(OSError, ConnectionError):
+                    await _redis_rtt(args.redis, prefix, cleanup=True)
+    _report(names, cpu, ttfb, args)
+
+
+def _report(
+    names: Sequence[str],
+    cpu: dict[str, list[float]],
+    ttfb: dict[str, list[float]],
+    args: argparse.Namespace,
+) -> None:
+    first = names[0]
+    print(
+        f"interleaved: {args.rounds} rounds x {args.requests} short requests at concurrency "
+        f"{args.concurrency}; {loop_name()}; medians; ratios are per round, then the median"
+    )
+    head = f"{'variant':24s} {'CPU/request':>12s} {'x ' + first:>14s}"
+    if args.concurrency == 1:
+        head += f" {'TTFB p50':>10s} {'vs ' + first:>12s}"
+    print(head)
+    for name in names:
+        ratio = statistics.median(a / b for a, b in zip(cpu[name], cpu[first], strict=True))
+        line = f"{name:24s} {statistics.median(cpu[name]):9.1f} us {ratio:13.2f}x"
+        if args.concurrency == 1:
+            added = statistics.median(a - b for a, b in zip(ttfb[name], ttfb[first], strict=True))
+            line += f" {statistics.median(ttfb[name]):7.3f} ms {added:+9.3f} ms"
+        print(line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--variants", default=DEFAULT, help=f"comma-separated; default {DEFAULT}")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=1500, help="per variant per round")
+    parser.add_argument("-c", "--concurrency", type=int, default=16)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    args = parser.parse_args(argv)
+    loop_name()  # uvloop for the driver too, when installed
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
