@@ -14,6 +14,8 @@ from .wire.eventstream import DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
 
 __all__ = (
     "BASE64_START",
+    "BLOCK_MARK",
+    "BLOCK_MARK_END",
     "CHUNK_HEADERS_SIZE",
     "CHUNK_HEADER_BLOCK",
     "DELTA_HEAD",
@@ -42,6 +44,12 @@ U32 = struct.Struct(">I")
 CHUNK_HEADERS_SIZE = U32.unpack_from(PROBE, 4)[0]
 DELTA_MARK = PROBE[PRELUDE_SIZE : PROBE.rindex(b'"')]
 DELTA_MARK_END = PRELUDE_SIZE + len(DELTA_MARK)
+#: The same for ``{"type":"content_block_s`` (24 bytes, 32 characters): the start and stop of
+#: a content block, frames that carry nothing the tap counts.
+BLOCK_MARK = encode_bedrock_chunk(b'{"type":"content_block_s')[
+    PRELUDE_SIZE : encode_bedrock_chunk(b'{"type":"content_block_s').rindex(b'"')
+]
+BLOCK_MARK_END = PRELUDE_SIZE + len(BLOCK_MARK)
 BASE64_START = DELTA_MARK_END - 40
 PAD = ord("=")
 MIN_FRAME = 16

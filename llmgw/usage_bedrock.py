@@ -17,6 +17,8 @@ from multidict import MultiMapping
 
 from ._bedrock_frames import (
     BASE64_START,
+    BLOCK_MARK,
+    BLOCK_MARK_END,
     CHUNK_HEADERS_SIZE,
     DELTA_MARK,
     DELTA_MARK_END,
@@ -67,8 +69,10 @@ _HEADERS = (
 )
 
 
-#: Remembered compact tails of delta frames (Bedrock pads with prefixes of one string).
+#: Remembered compact tails of chunk frames, shared by every tap: Bedrock pads with prefixes
+#: of one string, so a stream's frames end in a few dozen ways, the same for every stream.
 _TAIL_CACHE_SIZE = 256
+_TAILS: set[bytes] = set()
 #: Chunks larger than this are kept by reference, not walked (after the first frame).
 _SMALL = 4096
 #: Bytes of the last chunks kept while skimming: the final frames are well within it.
@@ -154,7 +158,7 @@ class BedrockUsageTap:
         # The bytes after the last whole frame, and how many must be buffered to go on.
         self._buf = bytearray()
         self._need = PRELUDE_SIZE
-        self._tails: set[bytes] = set()
+        self._tails = _TAILS
         self._started = False  # a whole frame was walked (the first: message_start)
         self._window: TailWindow | None = None  # skimming (after the first big chunk)
 
@@ -209,6 +213,7 @@ class BedrockUsageTap:
         find = data.find
         tails = self._tails
         mark, chunk_headers_size, mark_end = DELTA_MARK, CHUNK_HEADERS_SIZE, DELTA_MARK_END
+        block_mark, block_mark_end = BLOCK_MARK, BLOCK_MARK_END
         base64_start, pad, overhead = BASE64_START, PAD, _DELTA_OVERHEAD
         try:
             while end - pos >= PRELUDE_SIZE:
@@ -220,23 +225,27 @@ class BedrockUsageTap:
                 if next_pos > end:
                     self._need = total
                     return pos
-                if headers_size == chunk_headers_size and startswith(mark, pos + 12):
+                if headers_size == chunk_headers_size and (
+                    (delta := startswith(mark, pos + 12)) or startswith(block_mark, pos + 12)
+                ):
                     payload_end = next_pos - 4
-                    quote = find(b'"', pos + mark_end, payload_end)
+                    after = pos + (mark_end if delta else block_mark_end)
+                    quote = find(b'"', after, payload_end)
                     if (
                         quote > 0
                         and (
                             data[quote:payload_end] in tails
                             or self._compact_tail(data[quote:payload_end])
                         )
-                        and find(b"\\", pos + mark_end, quote) < 0  # no JSON escape
+                        and find(b"\\", after, quote) < 0  # no JSON escape
                     ):
-                        # Base64 length → decoded length; Bedrock's base64 is never split.
-                        size = (quote - pos - base64_start) // 4 * 3
-                        if data[quote - 1] == pad:
-                            size -= 2 if data[quote - 2] == pad else 1
-                        delta_bytes += size - overhead if size > overhead else 1
-                        pos = next_pos
+                        if delta:
+                            # Base64 length → decoded length; Bedrock's base64 is never split.
+                            size = (quote - pos - base64_start) // 4 * 3
+                            if data[quote - 1] == pad:
+                                size -= 2 if data[quote - 2] == pad else 1
+                            delta_bytes += size - overhead if size > overhead else 1
+                        pos = next_pos  # (a block's start or stop: nothing to count)
                         continue
                 self._full(data[pos:next_pos])
                 pos = next_pos
@@ -250,7 +259,7 @@ class BedrockUsageTap:
     def _compact_tail(self, tail: bytes) -> bool:
         """Whether a chunk payload ending so has Bedrock's compact layout (a closing quote, an
         optional padding field, the brace). Bedrock pads with prefixes of one string, so the
-        few tails a stream has are remembered (``_tails``) rather than matched again."""
+        few tails there are are remembered (``_TAILS``) rather than matched again."""
         tails = self._tails
         if _COMPACT_TAIL.fullmatch(tail) is None:
             return False
