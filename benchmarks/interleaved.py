@@ -90,7 +90,12 @@ async def run(args: argparse.Namespace) -> None:
                         prefix=prefix,
                     )
                     proxy = await start_child(
-                        name, argv, cpu=proxy_cpu, logdir=Path(tmp), children=children
+                        name,
+                        argv,
+                        cpu=proxy_cpu,
+                        logdir=Path(tmp),
+                        children=children,
+                        env=by_name[name].env,
                     )
                     target = Endpoint(
                         session=s, base=proxy.url, variant=by_name[name], pid=proxy.proc.pid
