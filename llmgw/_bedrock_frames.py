@@ -30,25 +30,33 @@ __all__ = (
     "U32",
     "exception_info",
     "resync",
+    "skip_frames",
 )
 
 # The delta tap's fast path. A frame: 12-byte prelude (total length, headers length, CRC),
 # header block, payload, 4-byte CRC; a frame of the content delta head alone gives the bytes
 # every delta frame shares from offset 12: the chunk header block, {"bytes":" and the head's
 # base64 (its 30 bytes encode to 40 characters, which do not depend on what follows).
+PRELUDE_SIZE = 12
+
+
+def _mark(head: bytes) -> bytes:
+    """What every chunk frame whose event JSON starts with ``head`` (a multiple of 3 bytes,
+    so its base64 does not depend on what follows) has from the end of its prelude on."""
+    frame = encode_bedrock_chunk(head)
+    return frame[PRELUDE_SIZE : frame.rindex(b'"')]
+
+
 DELTA_HEAD = b'{"type":"content_block_delta",'
 PROBE = encode_bedrock_chunk(DELTA_HEAD)
-PRELUDE_SIZE = 12
 LENGTHS = struct.Struct(">II")
 U32 = struct.Struct(">I")
 CHUNK_HEADERS_SIZE = U32.unpack_from(PROBE, 4)[0]
-DELTA_MARK = PROBE[PRELUDE_SIZE : PROBE.rindex(b'"')]
+DELTA_MARK = _mark(DELTA_HEAD)
 DELTA_MARK_END = PRELUDE_SIZE + len(DELTA_MARK)
 #: The same for ``{"type":"content_block_s`` (24 bytes, 32 characters): the start and stop of
 #: a content block, frames that carry nothing the tap counts.
-BLOCK_MARK = encode_bedrock_chunk(b'{"type":"content_block_s')[
-    PRELUDE_SIZE : encode_bedrock_chunk(b'{"type":"content_block_s').rindex(b'"')
-]
+BLOCK_MARK = _mark(b'{"type":"content_block_s')
 BLOCK_MARK_END = PRELUDE_SIZE + len(BLOCK_MARK)
 BASE64_START = DELTA_MARK_END - 40
 PAD = ord("=")
@@ -58,6 +66,20 @@ MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
 
 #: What every Bedrock chunk frame has after its prelude: a resync point in a cut window.
 CHUNK_HEADER_BLOCK = PROBE[PRELUDE_SIZE : PRELUDE_SIZE + CHUNK_HEADERS_SIZE]
+
+
+def skip_frames(data: bytes, pos: int) -> int:
+    """Past the whole frames of ``data`` from ``pos`` (a frame boundary), by their lengths
+    alone: where the unfinished rest begins, or -1 when a length makes no sense."""
+    end = len(data)
+    while end - pos >= PRELUDE_SIZE:
+        total = U32.unpack_from(data, pos)[0]
+        if not MIN_FRAME <= total <= MAX_FRAME:
+            return -1
+        if pos + total > end:
+            return pos
+        pos += total
+    return pos
 
 
 def resync(tail: bytes) -> int:

@@ -30,6 +30,7 @@ from ._bedrock_frames import (
     U32,
     exception_info,
     resync,
+    skip_frames,
 )
 from ._tail import TailWindow
 from ._translate_errors import anthropic_error_type
@@ -141,7 +142,6 @@ class BedrockUsageTap:
         "_lost",
         "_need",
         "_started",
-        "_tails",
         "_window",
         "error",
         "usage",
@@ -158,7 +158,6 @@ class BedrockUsageTap:
         # The bytes after the last whole frame, and how many must be buffered to go on.
         self._buf = bytearray()
         self._need = PRELUDE_SIZE
-        self._tails = _TAILS
         self._started = False  # a whole frame was walked (the first: message_start)
         self._window: TailWindow | None = None  # skimming (after the first big chunk)
 
@@ -211,7 +210,7 @@ class BedrockUsageTap:
         unpack = LENGTHS.unpack_from
         startswith = data.startswith
         find = data.find
-        tails = self._tails
+        tails = _TAILS
         mark, chunk_headers_size, mark_end = DELTA_MARK, CHUNK_HEADERS_SIZE, DELTA_MARK_END
         block_mark, block_mark_end = BLOCK_MARK, BLOCK_MARK_END
         base64_start, pad, overhead = BASE64_START, PAD, _DELTA_OVERHEAD
@@ -260,7 +259,7 @@ class BedrockUsageTap:
         """Whether a chunk payload ending so has Bedrock's compact layout (a closing quote, an
         optional padding field, the brace). Bedrock pads with prefixes of one string, so the
         few tails there are are remembered (``_TAILS``) rather than matched again."""
-        tails = self._tails
+        tails = _TAILS
         if _COMPACT_TAIL.fullmatch(tail) is None:
             return False
         if len(tails) >= _TAIL_CACHE_SIZE:
@@ -270,17 +269,12 @@ class BedrockUsageTap:
 
     def _follow(self, data: bytes, pos: int) -> int:
         """Walk frame boundaries only (after a parse failure), so ``pending`` stays true."""
-        end = len(data)
-        while end - pos >= PRELUDE_SIZE:
-            total = U32.unpack_from(data, pos)[0]
-            if not MIN_FRAME <= total <= MAX_FRAME:
-                self._lost = True
-                return end
-            if pos + total > end:
-                self._need = total
-                return pos
-            pos += total
-        self._need = PRELUDE_SIZE
+        pos = skip_frames(data, pos)
+        if pos < 0:
+            self._lost = True
+            return len(data)
+        rest = len(data) - pos
+        self._need = U32.unpack_from(data, pos)[0] if rest >= PRELUDE_SIZE else PRELUDE_SIZE
         return pos
 
     def _full(self, frame: bytes) -> None:
@@ -335,16 +329,8 @@ class BedrockUsageTap:
         assert self._window is not None
         tail = self._window.tail()
         start = 0 if self._window.whole else resync(tail)
-        if start < 0:
-            return True  # no frame boundary found: where the frames are is unknown
-        end = len(tail)
-        pos = start
-        while end - pos >= PRELUDE_SIZE:
-            total = U32.unpack_from(tail, pos)[0]
-            if not MIN_FRAME <= total <= MAX_FRAME or pos + total > end:
-                return True
-            pos += total
-        return pos != end
+        # No frame boundary found, or a length that makes no sense: where frames are is unknown.
+        return start < 0 or skip_frames(tail, start) != len(tail)
 
     def _read_tail(self) -> None:
         """After skimming: account the kept tail's frames exactly (the final
