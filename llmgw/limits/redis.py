@@ -11,6 +11,7 @@ configured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from ..wire.resp import Reply, RespError
@@ -156,14 +157,7 @@ class RedisCounters:
             ttl_ms = max(int(c.ttl * 1000), 1)
             keys.append(c.key)
             args.append(f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms}")
-        try:
-            reply = await self._call(self._reserve, keys, args)
-        except BaseException as exc:
-            # Cancelled (a shutdown): whether Redis ran the script is unknown, and sending
-            # the settles again could count a correction twice; leases expire on their own.
-            carried.fail(exc if isinstance(exc, Exception) else StoreUnavailableError(repr(exc)))
-            raise
-        carried.done()
+        reply = await self._carrying(carried, self._reserve, keys, args)
         if not isinstance(reply, bytes):
             raise StoreUnavailableError(f"redis: unexpected reserve reply {reply!r}")
         refused, used, first = reply.decode().split(";")
@@ -183,10 +177,10 @@ class RedisCounters:
             pending.specs.append(f"{c.kind.value},{c.bucket},{delta},{token}")
         if len(pending.keys) == before:
             return
-        applied = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        applied = loop.create_future()
         pending.waiters.append(applied)
         if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self.settle_delay, self._flush_later)
         await applied
 
@@ -205,14 +199,23 @@ class RedisCounters:
 
     async def _flush(self) -> None:
         carried = self._take_settles()
-        if not carried.keys:
-            return
+        if carried.keys:
+            with contextlib.suppress(StoreUnavailableError):  # its waiters were told
+                await self._carrying(carried, self._settle, carried.keys, carried.specs)
+
+    async def _carrying(
+        self, carried: _Settles, script: RedisScript, keys: list[str], args: list[str]
+    ) -> Reply:
+        """Run a script that applies ``carried``, and tell their waiters how it went."""
         try:
-            await self._call(self._settle, carried.keys, carried.specs)
-        except StoreUnavailableError as exc:
-            carried.fail(exc)
-        else:
-            carried.done()
+            reply = await self._call(script, keys, args)
+        except BaseException as exc:
+            # Failed, or cancelled (a shutdown): whether Redis ran the script is unknown, and
+            # sending the settles again could count a correction twice; leases expire anyway.
+            carried.fail(exc if isinstance(exc, Exception) else StoreUnavailableError(repr(exc)))
+            raise
+        carried.done()
+        return reply
 
     async def _call(self, script: RedisScript, keys: list[str], args: list[str]) -> Reply:
         try:
