@@ -280,7 +280,7 @@ def loop_name() -> str:
 
 
 async def _serve(
-    app: web.Application, *, port: int, backlog: int, loop: str, gc_threshold: int | None
+    app: web.Application, *, port: int, backlog: int, loop: str, gateway: ServerConfig | None
 ) -> None:
     # handler_cancellation=False and no access log: what `llmgw serve` runs with at WARNING.
     runner = web.AppRunner(app, handler_cancellation=False, access_log=None)
@@ -288,10 +288,13 @@ async def _serve(
     try:
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=backlog)
         await site.start()
-        if gc_threshold is not None:  # a gateway: the heap settled as `llmgw serve` does
+        if gateway is not None:  # the process tuned as `llmgw serve` tunes it
+            from llmgw import _trim
             from llmgw.commands.serve import tune_gc
 
-            tune_gc(gc_threshold)
+            tune_gc(gateway.gc_threshold)
+            if gateway.malloc_trim:
+                _trim.enable()
         print(f"listening on http://127.0.0.1:{site.port} ({loop})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", help="gateway: llmgw TOML config")
     parser.add_argument("--factory", help="gateway: module:function(GatewayConfig) -> app")
     args = parser.parse_args(argv)
-    gc_threshold = None
+    gateway = None
     if args.role == "upstream":
         app = upstream_app()
         backlog = 4096  # not under test: never let its accept queue shape a result
@@ -319,12 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         backlog = ServerConfig().backlog
     else:
         app, server = _gateway_app(args.config, args.factory)
-        backlog, gc_threshold = server.backlog, server.gc_threshold
+        backlog, gateway = server.backlog, server
     loop = loop_name()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            _serve(app, port=args.port, backlog=backlog, loop=loop, gc_threshold=gc_threshold)
-        )
+        asyncio.run(_serve(app, port=args.port, backlog=backlog, loop=loop, gateway=gateway))
     return 0
 
 

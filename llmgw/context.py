@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from .errors import InvalidRequestError, RequestTooLargeError
 from .keys import CONTEXT
@@ -64,9 +64,14 @@ class RequestContext:
     stream: bool = False
     #: The parsed request body; released (``None``) once the relay has built the upstream
     #: call, as nothing else is built from it (:func:`parsed_body` parses ``raw_body``
-    #: again when a failover does). ``raw_body`` stays.
+    #: again when a failover does).
     body: JSON | None = None
+    #: The request body as received. Released too once an upstream answered (no failover
+    #: can need it then) unless ``keep_body``: an open stream would otherwise hold the
+    #: client's whole prompt (~100 KB for Claude Code, megabytes with images).
     raw_body: bytes | None = None
+    #: Set by a middleware that reads ``raw_body`` after the response (audit body capture).
+    keep_body: bool = False
     requested_model: str | None = None
     session_id: str | None = None
     agent_id: str | None = None
@@ -169,11 +174,26 @@ def parsed_body(ctx: RequestContext) -> JSON:
     return body
 
 
+async def _read_body(content: StreamReader, limit: int) -> bytes:
+    """The whole body, read from the stream rather than through ``request.read()``, which
+    would keep a copy on the request for as long as the handler runs (a whole stream)."""
+    chunks = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if limit and size > limit:
+            raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def get_body(request: web.Request) -> JSON:
     """Read and parse the JSON body once; every later caller gets the same dict.
 
     Malformed input never reaches an upstream: a body over the application's
-    ``client_max_size`` is a 413, anything but a JSON object is a 400.
+    ``client_max_size`` is a 413, anything but a JSON object is a 400. The bytes are the
+    context's (``ctx.raw_body``), not aiohttp's: ``request.read()`` after this returns
+    nothing.
     """
     ctx = get_context(request)
     if ctx.body is not None or ctx.raw_body is not None:
@@ -181,12 +201,10 @@ async def get_body(request: web.Request) -> JSON:
     limit = request.client_max_size
     if request.content_length is not None and request.content_length > limit:
         raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")
-    try:
+    if request.can_read_body:
+        raw = await _read_body(request.content, limit)
+    else:  # read already (by another middleware): aiohttp keeps that copy anyway
         raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLargeError(
-            f"request body exceeds the gateway limit of {limit} bytes"
-        ) from None
     if not raw:
         raise InvalidRequestError("request body is empty; expected a JSON object")
     try:

@@ -29,6 +29,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from . import _trim
 from ._pump import finish, stream_response
 from ._watchdog import ClientGone, Watchdog
 from .auth.policy import ensure_model_allowed
@@ -135,6 +136,10 @@ async def relay(request: web.Request) -> web.StreamResponse:
                 up = await _call_upstream(request, session, ctx, deployment, plan, cfg, dog)
                 if isinstance(up, web.StreamResponse):
                     return up
+                if not ctx.keep_body and ctx.raw_body is not None:
+                    # Answered: no failover can need the body now.
+                    _trim.released(len(ctx.raw_body))
+                    ctx.raw_body = None
                 # Streamed from this frame, not from the call's: one coroutine frame less
                 # held for every open stream.
                 try:

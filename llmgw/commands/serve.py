@@ -13,7 +13,7 @@ import signal
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, _trim
 from ..app import make_app
 from ..config import GatewayConfig, ProviderConfig, load_config
 from ..errors import ConfigError
@@ -69,6 +69,8 @@ async def _serve(config: GatewayConfig, path: str | None = None) -> None:
         )
         await site.start()
         tune_gc(config.server.gc_threshold)
+        if config.server.malloc_trim:
+            _trim.enable()
         log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
         # One parseable line for scripts and tests that start the gateway on port 0.
         print(f"llmgw listening on http://{config.server.host}:{site.port}", flush=True)

@@ -69,6 +69,10 @@ class ServerConfig:
     #: collects every few requests and rescans the survivors: ~15 % of the gateway's CPU
     #: in the relay benchmark, ~4 % at 10,000. ``serve`` also freezes the startup heap.
     gc_threshold: int = 10_000
+    #: Under ``llmgw serve``, give the memory of released large request bodies back to the
+    #: OS (glibc ``malloc_trim``, at most twice a second): 300 streams of 100 KB bodies
+    #: opened at once measured 30 KB of RSS per open stream with it, 94-128 KB without.
+    malloc_trim: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +233,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
             ),
             vertex=server.get_bool("vertex", dserver.vertex),
             gc_threshold=server.get_int("gc_threshold", dserver.gc_threshold),
+            malloc_trim=server.get_bool("malloc_trim", dserver.malloc_trim),
         ),
         upstream=UpstreamConfig(
             connect_timeout=upstream.get_float("connect_timeout", dup.connect_timeout),

@@ -55,6 +55,7 @@ def audit_middleware(
             await w.append(start_record(ctx, request, red))
         if capture is not None:
             request[ADAPTER_WRAPPER] = capture.wrap
+            ctx.keep_body = True  # captured on the way out, after the relay is done
         response: web.StreamResponse | None = None
         failure: BaseException | None = None
         try:
