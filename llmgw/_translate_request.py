@@ -60,7 +60,7 @@ def unwrap_bedrock_count(body: JSON) -> JSON:
         raise InvalidRequestError("input.invokeModel.body: expected a base64 string")
     try:
         inner = json.loads(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidRequestError("input.invokeModel.body: not base64 of a JSON object") from None
     if not isinstance(inner, dict):
         raise InvalidRequestError("input.invokeModel.body: not base64 of a JSON object")

@@ -167,9 +167,10 @@ async def test_unknown_key_is_404_and_bad_json_is_400(
 ) -> None:
     client, _ = admin_client
     assert (await client.get("/admin/keys/key_nope", headers=ADMIN)).status == 404
-    resp = await client.patch("/admin/keys/key_nope", headers=ADMIN, data=b"{not json")
-    assert resp.status == 400
-    assert (await resp.json())["error"]["message"].startswith("body: not valid JSON")
+    for bad in (b"{not json", b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
+        resp = await client.patch("/admin/keys/key_nope", headers=ADMIN, data=bad)
+        assert resp.status == 400
+        assert (await resp.json())["error"]["message"].startswith("body: not valid JSON")
 
 
 async def test_no_admin_credential_means_no_admin_api(

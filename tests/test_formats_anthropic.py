@@ -49,6 +49,7 @@ async def _error(resp: Any, status: int, error_type: str) -> str:
         (b"{not json", "not valid JSON"),
         (b'{"model": "m",}', "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
+        (b'{"model": "m", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
         (b"[1, 2]", "JSON object"),
         (b'"just a string"', "JSON object"),
         (b"null", "JSON object"),

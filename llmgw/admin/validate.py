@@ -36,6 +36,8 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"body: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("body: not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("body: expected a JSON object")
     return body
