@@ -163,7 +163,59 @@ def bench_eventstream() -> list[Result]:
     ]
 
 
-CASES: list[Callable[[], list[Result]]] = [bench_sse, bench_eventstream]
+def claude_code_body(size: int = 100_000) -> bytes:
+    """A Messages request shaped like Claude Code's (a long system prompt, tool schemas, a
+    conversation with a tool result), about ``size`` bytes."""
+    prose = " ".join(f"word{i % 997}" for i in range(size // 14))
+    tools = [
+        {
+            "name": f"Tool{i}",
+            "description": prose[: size // 60],
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    f"p{j}": {"type": "string", "description": prose[:200]} for j in range(8)
+                },
+                "required": ["p0"],
+            },
+        }
+        for i in range(17)
+    ]
+    result = {"type": "tool_result", "tool_use_id": "toolu_01", "content": prose[: size // 5]}
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 32000,
+        "stream": True,
+        "system": [{"type": "text", "text": prose[: size // 4]}],
+        "tools": tools,
+        "messages": [{"role": "user", "content": [result]}],
+    }
+    return json.dumps(body).encode()
+
+
+def bench_request_body() -> list[Result]:
+    """Parsing one request body, as every model request needs (events/s: bodies per second):
+    the standard library, and llmgw's parser (orjson when ``llmgw[speedups]`` is installed)."""
+    from llmgw._json import loads
+
+    body = claude_code_body()
+
+    def parser(parse: Callable[[bytes], object]) -> Callable[[Sequence[bytes]], int]:
+        def decode(chunks: Sequence[bytes]) -> int:
+            for chunk in chunks:
+                parse(chunk)
+            return len(chunks)
+
+        return decode
+
+    chunking = f"{len(body) // 1000} KB bodies"
+    return [
+        measure(codec=name, chunking=chunking, chunks=[body] * 200, decode=parser(parse))
+        for name, parse in (("body json", json.loads), ("body llmgw", loads))
+    ]
+
+
+CASES: list[Callable[[], list[Result]]] = [bench_sse, bench_eventstream, bench_request_body]
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ middleware on the way out. Nothing here ever calls ``request.clone()``.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import StreamReader, web
 
+from ._json import loads
 from .errors import InvalidRequestError, RequestTooLargeError
 from .keys import CONTEXT
 from .typedefs import JSON, ApiFormat, Operation
@@ -168,7 +168,7 @@ def parsed_body(ctx: RequestContext) -> JSON:
         return ctx.body
     if ctx.raw_body is None:
         return {}  # no body read (a GET, or a caller that never parsed one)
-    body = json.loads(ctx.raw_body)
+    body = loads(ctx.raw_body)
     assert isinstance(body, dict)
     ctx.body = body
     return body
@@ -208,7 +208,7 @@ async def get_body(request: web.Request) -> JSON:
     if not raw:
         raise InvalidRequestError("request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # the C decoder recurses per level: '[[[[...' is not a 500

@@ -10,9 +10,10 @@ stops parsing and flags the usage as incomplete: the client's stream is never af
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from ._json import loads
 
 __all__ = (
     "JSONUsageTap",
@@ -139,8 +140,8 @@ class JSONUsageTap:
         if self.usage.parse_error or not self._buf:
             return
         try:
-            message = json.loads(self._buf)
-        except ValueError as exc:
+            message = loads(self._buf)
+        except (ValueError, RecursionError) as exc:
             self.usage.parse_error = f"invalid JSON: {exc}"
             return
         if isinstance(message, dict):

@@ -1,0 +1,61 @@
+"""The request path's JSON parsing reads exactly what the standard library reads, with
+orjson (``llmgw[speedups]``) installed or not."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from llmgw._json import loads
+from tests.conftest import GatewayFactory
+from tests.fakes.anthropic import FakeAnthropic
+
+#: JavaScript's JSON.stringify writes a lone surrogate as an escape: a string cut inside
+#: an emoji (JavaScript slices strings by UTF-16 code unit).
+CUT_EMOJI = json.dumps(
+    {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "cut \ud83d"}],
+    }
+).encode()
+assert b"\\ud83d" in CUT_EMOJI
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        CUT_EMOJI,
+        b'\xef\xbb\xbf{"a": 1}',  # a byte order mark
+        b'{"a": "caf\xc3\xa9", "b": [1, 2.5, true, null], "c": {"d": "\\u00e9\\n"}}',
+        b'{"a": 12345678901234567890}',  # fits 64 bits unsigned
+    ],
+    ids=["lone-surrogate", "bom", "plain", "big-int"],
+)
+def test_loads_reads_what_the_standard_library_reads(raw: bytes) -> None:
+    assert loads(raw) == json.loads(raw)
+
+
+def test_loads_reads_nan_as_the_standard_library_does() -> None:
+    assert math.isnan(loads(b'{"a": NaN}')["a"])
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"a": 1,}', b"\xff", b""])
+def test_loads_refuses_what_the_standard_library_refuses(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        loads(raw)
+
+
+async def test_a_prompt_cut_inside_an_emoji_reaches_the_upstream_unchanged(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    client = await gateway()
+    resp = await client.post(
+        "/v1/messages", data=CUT_EMOJI, headers={"anthropic-version": "2023-06-01"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert fake_anthropic.requests[-1].body == CUT_EMOJI
