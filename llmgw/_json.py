@@ -1,5 +1,5 @@
-"""Parsing JSON on the request path: ``orjson`` when installed (``llmgw[speedups]``), else
-the standard library, with the same results either way.
+"""JSON on the request path: ``orjson`` when installed (``llmgw[speedups]``), else the
+standard library, with the same results either way.
 
 orjson reads a Claude Code request body (~100 KB) in about half the time, and the usage
 events in 40 %. It refuses some JSON the standard library reads: lone surrogate escapes
@@ -11,13 +11,15 @@ exactly what it accepted without it. (It reads integers beyond 64 bits as floats
 from __future__ import annotations
 
 import json
+import json.encoder
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("loads",)
+__all__ = ("dumps_line", "loads")
 
 _fast: Callable[[bytes | bytearray | str], Any] | None
 _refused: type[Exception]
+dumps_line: Callable[[Any], bytes]
 try:
     import orjson
 except ImportError:  # pragma: no cover - the test environment installs the speedups
@@ -33,3 +35,31 @@ def loads(data: bytes | bytearray | str) -> Any:
         except _refused:
             pass  # the standard library decides
     return json.loads(data)
+
+
+def _no_default(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _stdlib_line() -> Callable[[Any], bytes]:
+    # The C encoder made once: JSONEncoder.encode builds a new one per call, half the cost
+    # of encoding a small value. Compact separators, ASCII, no circularity check.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+        return lambda value: encode(value).encode() + b"\n"
+    c_encode = make(
+        None, _no_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    return lambda value: "".join(c_encode(value, 0)).encode() + b"\n"
+
+
+if _fast is not None:
+
+    def dumps_line(value: Any) -> bytes:
+        """``value`` as one compact JSON line, newline-terminated (orjson: 0.7 us for a
+        usage snapshot against the standard library's 5.5 us; UTF-8 rather than escapes)."""
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+
+else:  # pragma: no cover
+    dumps_line = _stdlib_line()

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from llmgw._json import loads
+from llmgw._json import dumps_line, loads
+from llmgw.usage import Outcome
 from tests.conftest import GatewayFactory
 from tests.fakes.anthropic import FakeAnthropic
 
@@ -59,3 +60,18 @@ async def test_a_prompt_cut_inside_an_emoji_reaches_the_upstream_unchanged(
     )
     assert resp.status == 200, await resp.text()
     assert fake_anthropic.requests[-1].body == CUT_EMOJI
+
+
+def test_dumps_line_writes_one_line_the_standard_library_reads_back() -> None:
+    value = ("c1", Outcome.COMPLETE, "caf\u00e9\nnext line", 0.25, None, True, [("a", 200, None)])
+    line = dumps_line(value)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == [
+        "c1",
+        "complete",
+        "caf\u00e9\nnext line",
+        0.25,
+        None,
+        True,
+        [["a", 200, None]],
+    ]

@@ -9,12 +9,12 @@ path takes cheap snapshots instead (state.py); the writer builds records from th
 from __future__ import annotations
 
 import dataclasses
-import json
 import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._json import dumps_line
 from ..usage import Outcome
 
 __all__ = ("DISCARDED", "FIELD_NAMES", "UsageRecord", "utc_day")
@@ -98,7 +98,7 @@ class UsageRecord:
 
     def dumps(self) -> bytes:
         """One journal line (compact JSON, newline-terminated)."""
-        return _ENCODER.encode(self.to_json()).encode() + b"\n"
+        return dumps_line(self.to_json())
 
     # The writer's RecordEntry protocol (see state.py): a whole record is its own line.
     journal_line = dumps
@@ -120,5 +120,3 @@ def utc_day(timestamp: float) -> str:
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))
 _values = operator.attrgetter(*FIELD_NAMES)
-# Records hold no cycles; skipping the check is a measurable share of a journal append.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
