@@ -75,3 +75,7 @@ def test_dumps_line_writes_one_line_the_standard_library_reads_back() -> None:
         True,
         [["a", 200, None]],
     ]
+
+
+def test_dumps_line_writes_integers_beyond_64_bits() -> None:
+    assert json.loads(dumps_line((2**70, -(2**70)))) == [2**70, -(2**70)]
