@@ -8,7 +8,6 @@ never touched. Bedrock's own ``amazon-bedrock-invocationMetrics`` (on ``message_
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from ._bedrock_frames import (
     resync,
     skip_frames,
 )
+from ._json import loads
 from ._tail import TailWindow
 from ._translate_errors import anthropic_error_type
 from .log import relay_logger
@@ -85,7 +85,7 @@ def event_type(data: bytes) -> str:
     match = _TYPE.match(data, 0, 64)
     if match is not None:
         return match.group(1).decode()
-    value = json.loads(data).get("type")
+    value = loads(data).get("type")
     return value if isinstance(value, str) else ""
 
 
@@ -311,7 +311,7 @@ class BedrockUsageTap:
         if name == "content_block_delta":
             self._delta_bytes += max(len(data) - _DELTA_OVERHEAD, 1)
         elif name == "message_stop":
-            metrics = json.loads(data).get(METRICS_KEY)
+            metrics = loads(data).get(METRICS_KEY)
             if isinstance(metrics, dict):
                 apply_invocation_metrics(self.usage, metrics)
         else:
