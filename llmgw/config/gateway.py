@@ -71,7 +71,7 @@ class ServerConfig:
     gc_threshold: int = 10_000
     #: Under ``llmgw serve``, give the memory of released large request bodies back to the
     #: OS (glibc ``malloc_trim``, at most twice a second): 300 streams of 100 KB bodies
-    #: opened at once measured 30 KB of RSS per open stream with it, 94-128 KB without.
+    #: opened at once measured 30 KB of RSS per open stream with it, 122-128 KB without.
     malloc_trim: bool = True
 
 
