@@ -6,6 +6,10 @@ events in 40 %. It refuses some JSON the standard library reads: lone surrogate 
 (JavaScript's ``JSON.stringify`` writes them for a string cut inside an emoji), a byte
 order mark, ``NaN``. Whatever it refuses goes to :func:`json.loads`, so the gateway accepts
 exactly what it accepted without it. (It reads integers beyond 64 bits as floats.)
+
+:func:`loads` raises only ``ValueError`` for bad input: a body nested deeper than the
+standard library's decoder recurses (``[[[[...``) is one too, not a ``RecursionError``
+that every caller would have to know about.
 """
 
 from __future__ import annotations
@@ -37,13 +41,18 @@ def _make_stdlib_line() -> Callable[[Any], bytes]:
 
 _stdlib_line = _make_stdlib_line()
 
+
+def _stdlib_loads(data: bytes | bytearray | str) -> Any:
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - the test environment installs the speedups
-
-    def loads(data: bytes | bytearray | str) -> Any:
-        return json.loads(data)
-
+    loads = _stdlib_loads
     dumps_line = _stdlib_line
 else:
 
@@ -51,7 +60,7 @@ else:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            return json.loads(data)  # refused: the standard library decides
+            return _stdlib_loads(data)  # refused: the standard library decides
 
     def dumps_line(value: Any) -> bytes:
         """``value`` as one compact JSON line, newline-terminated: 0.7 us for a usage

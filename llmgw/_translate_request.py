@@ -13,6 +13,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
+from ._json import loads
 from .errors import InvalidRequestError
 from .typedefs import JSON, ApiFormat, Operation
 
@@ -59,8 +60,8 @@ def unwrap_bedrock_count(body: JSON) -> JSON:
     if not isinstance(encoded, str):
         raise InvalidRequestError("input.invokeModel.body: expected a base64 string")
     try:
-        inner = json.loads(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, ValueError, RecursionError):
+        inner = loads(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError):
         raise InvalidRequestError("input.invokeModel.body: not base64 of a JSON object") from None
     if not isinstance(inner, dict):
         raise InvalidRequestError("input.invokeModel.body: not base64 of a JSON object")

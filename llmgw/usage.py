@@ -141,7 +141,7 @@ class JSONUsageTap:
             return
         try:
             message = loads(self._buf)
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             self.usage.parse_error = f"invalid JSON: {exc}"
             return
         if isinstance(message, dict):

@@ -33,7 +33,7 @@ _TAIL_KEEP = 64 << 10
 _TAIL_SCAN = 16 << 10
 _TAIL_FIELDS = (b"\nevent: message_delta\n", b"\nevent: error\n")
 #: What parsing a malformed event raises; the tap flags it, never the stream.
-_PARSE_ERRORS = (ProtocolError, ValueError, TypeError, KeyError, AttributeError, RecursionError)
+_PARSE_ERRORS = (ProtocolError, ValueError, TypeError, KeyError, AttributeError)
 
 
 class SSEUsageTap:

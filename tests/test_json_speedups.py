@@ -79,3 +79,11 @@ def test_dumps_line_writes_one_line_the_standard_library_reads_back() -> None:
 
 def test_dumps_line_writes_integers_beyond_64_bits() -> None:
     assert json.loads(dumps_line((2**70, -(2**70)))) == [2**70, -(2**70)]
+
+
+def test_loads_refuses_a_too_deep_nesting_with_a_value_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(RecursionError):
+        json.loads(deep)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads(deep)

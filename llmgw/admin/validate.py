@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from .._json import loads
 from ..errors import InvalidRequestError
 
 __all__ = (
@@ -33,11 +33,9 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
             return {}
         raise InvalidRequestError("body: expected a JSON object")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = loads(raw)
+    except ValueError as exc:
         raise InvalidRequestError(f"body: not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequestError("body: not valid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("body: expected a JSON object")
     return body
