@@ -289,12 +289,9 @@ async def _serve(
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=backlog)
         await site.start()
         if gateway is not None:  # the process tuned as `llmgw serve` tunes it
-            from llmgw import _trim
-            from llmgw.commands.serve import tune_gc
+            from llmgw.commands.serve import tune_process
 
-            tune_gc(gateway.gc_threshold)
-            if gateway.malloc_trim:
-                _trim.enable()
+            tune_process(gateway)
         print(f"listening on http://127.0.0.1:{site.port} ({loop})", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .. import __version__, _trim
 from ..app import make_app
-from ..config import GatewayConfig, ProviderConfig, load_config
+from ..config import GatewayConfig, ProviderConfig, ServerConfig, load_config
 from ..errors import ConfigError
 from ..keys import ROUTE_RELOADER
 from ..routing.reload import RouteReloader
@@ -68,9 +68,7 @@ async def _serve(config: GatewayConfig, path: str | None = None) -> None:
             runner, config.server.host, config.server.port, backlog=config.server.backlog
         )
         await site.start()
-        tune_gc(config.server.gc_threshold)
-        if config.server.malloc_trim:
-            _trim.enable()
+        tune_process(config.server)
         log.info("llmgw %s listening on http://%s:%d", __version__, config.server.host, site.port)
         # One parseable line for scripts and tests that start the gateway on port 0.
         print(f"llmgw listening on http://{config.server.host}:{site.port}", flush=True)
@@ -117,6 +115,14 @@ async def _until_signalled(reloader: RouteReloader) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
+
+
+def tune_process(server: ServerConfig) -> None:
+    """What ``llmgw serve`` sets for the whole process once the gateway is up: the GC
+    (:func:`tune_gc`) and, when configured, trimming the heap after large bodies."""
+    tune_gc(server.gc_threshold)
+    if server.malloc_trim:
+        _trim.enable()
 
 
 def tune_gc(threshold: int) -> None:
