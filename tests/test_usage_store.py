@@ -234,6 +234,16 @@ async def test_batches_with_many_rows(store: UsageStore) -> None:
     assert (total.requests, total.input_tokens) == (1200, sum(range(1200)))
 
 
+async def test_a_batch_holding_both_states_of_a_request_keeps_the_closed_one(
+    store: UsageStore,
+) -> None:
+    # One multi-row statement may not touch a row twice on PostgreSQL.
+    closed = record("r1", outcome="complete", input_tokens=5)
+    await store.write([record("r1"), closed, record("r2"), record("r1")])
+    assert await store.get("r1") == closed
+    assert await store.get("r2") == record("r2")
+
+
 async def test_in_flight_rows_are_visible_with_their_identity(store: UsageStore) -> None:
     await store.write([record("live", key_id="k", session_id="s")])
     got = await store.get("live")

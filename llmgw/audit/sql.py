@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ..storage.db import Database
+from ..storage.db import Database, insert_rows
 from .base import AuditQuery
 from .chain import GENESIS, ReadEntry, SealedRecord, canonical
 
@@ -19,9 +19,6 @@ __all__ = ("SQLAuditSink",)
 
 _COLUMNS = ("ts", "kind", "request_id", "key_id", "decision", "status")
 _PAGE = 1000
-_PLACEHOLDERS = "(" + ", ".join(["?"] * 12) + ")"
-#: 12 parameters a row stays under SQLite's oldest limit of 999 per statement.
-_ROWS_PER_INSERT = 80
 
 
 class SQLAuditSink:
@@ -57,24 +54,13 @@ class SQLAuditSink:
         return (0, GENESIS) if row is None else (int(row["seq"]), str(row["hash"]))
 
     async def write(self, records: Sequence[SealedRecord]) -> None:
-        """One multi-row ``INSERT`` per ``_ROWS_PER_INSERT`` records: a sync-mode group
-        commit is usually one statement, so one round trip to the database thread or server;
-        more statements share a transaction."""
-        rows = [_row(r) for r in records]
-        chunks = [rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT)]
-        if len(chunks) == 1:
-            await self._insert(chunks[0])
-            return
-        async with self.db.transaction():
-            for chunk in chunks:
-                await self._insert(chunk)
-
-    async def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        values = ", ".join([_PLACEHOLDERS] * len(rows))
-        await self.db.execute(
+        """Multi-row ``INSERT`` statements: a sync-mode group commit is usually one, so one
+        round trip to the database thread or server."""
+        await insert_rows(
+            self.db,
             f"INSERT INTO {self.table} (chain, seq, ts, kind, request_id, key_id, decision,"
-            f" status, prev_hash, hash, sig, data) VALUES {values}",
-            *(v for row in rows for v in row),
+            " status, prev_hash, hash, sig, data)",
+            [_row(r) for r in records],
         )
 
     async def _pages(self, where: str, args: list[Any]) -> AsyncIterator[dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .._json import dumps_line
 from ..context import RequestContext
@@ -35,6 +35,7 @@ __all__ = (
     "open_record",
     "open_snapshot",
     "parse_lines",
+    "settle",
 )
 
 OPEN_TAG = "o1"
@@ -319,3 +320,18 @@ def parse_lines(lines: Iterable[bytes], source: str) -> list[UsageRecord]:
         except (ValueError, TypeError, IndexError) as exc:
             relay_logger.warning("usage journal %s: skipped an unreadable line: %s", source, exc)
     return out
+
+
+_E = TypeVar("_E", bound=RecordEntry)
+
+
+def settle(entries: Iterable[_E]) -> list[_E]:
+    """One state per request: a closed state beats an open one, else the later wins."""
+    latest: dict[str, _E] = {}
+    for entry in entries:
+        request_id = entry.request_id
+        current = latest.get(request_id)
+        if current is not None and not current.is_open and entry.is_open:
+            continue
+        latest[request_id] = entry
+    return list(latest.values())

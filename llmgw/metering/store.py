@@ -12,10 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ..storage.db import Database
+from ..storage.db import Database, insert_rows
 from .record import DISCARDED, FIELD_NAMES, UsageRecord, utc_day
 from .report import GROUP_BY, UsageGroup, aggregate_records
-from .state import RecordEntry
+from .state import RecordEntry, settle
 
 __all__ = ("MemoryUsageStore", "SQLUsageStore", "UsageStore")
 
@@ -139,12 +139,10 @@ class SQLUsageStore:
         self.db = db
         self.table = table
         cols = ", ".join(_COLUMNS)
-        marks = ", ".join("?" for _ in _COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "request_id")
-        self._upsert = (
-            f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT (request_id) DO UPDATE SET {updates} "
-            f"WHERE {table}.outcome = 'in_flight'"
+        self._insert = f"INSERT INTO {table} ({cols})"
+        self._on_conflict = (
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE {table}.outcome = 'in_flight'"
         )
         self._select = f"SELECT {cols} FROM {table}"
 
@@ -159,8 +157,9 @@ class SQLUsageStore:
         return None  # the Database belongs to whoever opened it
 
     async def write(self, records: Sequence[RecordEntry]) -> None:
-        if records:
-            await self.db.executemany(self._upsert, [_row(r) for r in records])
+        # One state per request: a multi-row upsert may not touch a row twice (PostgreSQL).
+        rows = [_row(r) for r in settle(records)]
+        await insert_rows(self.db, self._insert, rows, tail=self._on_conflict)
 
     async def get(self, request_id: str) -> UsageRecord | None:
         row = await self.db.fetchrow(f"{self._select} WHERE request_id = ?", request_id)

@@ -20,17 +20,17 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-from collections.abc import Iterable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol
 
 from ..log import relay_logger
 from ..usage import Outcome
 from .journal import Journal, SpillFile
 from .record import UsageRecord
-from .state import RecordEntry
+from .state import RecordEntry, settle
 from .store import UsageStore
 
-__all__ = ("FullQueuePolicy", "UsageSink", "UsageWriter", "settle")
+__all__ = ("FullQueuePolicy", "UsageSink", "UsageWriter")
 
 _MAX_BACKOFF = 5.0
 
@@ -44,21 +44,6 @@ class UsageSink(Protocol):
     """Takes record states from the metering middleware; must not block on storage."""
 
     async def submit(self, entry: RecordEntry) -> None: ...
-
-
-_E = TypeVar("_E", bound=RecordEntry)
-
-
-def settle(entries: Iterable[_E]) -> list[_E]:
-    """One state per request: a closed state beats an open one, else the later wins."""
-    latest: dict[str, _E] = {}
-    for entry in entries:
-        request_id = entry.request_id
-        current = latest.get(request_id)
-        if current is not None and not current.is_open and entry.is_open:
-            continue
-        latest[request_id] = entry
-    return list(latest.values())
 
 
 class UsageWriter:

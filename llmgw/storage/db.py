@@ -14,16 +14,21 @@ import asyncio
 import contextvars
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ConfigError
 
-__all__ = ("Database", "PostgresDatabase", "SQLiteDatabase", "open_database")
+__all__ = ("Database", "PostgresDatabase", "SQLiteDatabase", "insert_rows", "open_database")
 
 Row = Mapping[str, Any]
+
+#: Parameters one statement may bind: SQLite's limit (999 before 3.32), under PostgreSQL's.
+_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+#: Rows per multi-row ``INSERT``: few distinct statement texts for the statement caches.
+_MAX_ROWS = 100
 
 
 class Database(Protocol):
@@ -37,8 +42,6 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
     async def execute(self, sql: str, *args: Any) -> None: ...
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
@@ -102,10 +105,6 @@ class SQLiteDatabase:
             return
         async with self._lock:
             await self._conn.execute(sql, args)
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self.transaction():
-            await self._conn.executemany(sql, list(rows))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         async with self._conn.execute(sql, args) as cur:
@@ -194,10 +193,6 @@ class PostgresDatabase:
             return
         await self._pool.execute(self._sql(sql), *args)
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.executemany(self._sql(sql), list(rows))
-
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         target = self._tx_conn.get() or self._pool
         return [dict(r) for r in await target.fetch(self._sql(sql), *args)]
@@ -218,6 +213,35 @@ class PostgresDatabase:
                 yield
             finally:
                 self._tx_conn.reset(token)
+
+
+async def insert_rows(
+    db: Database, head: str, rows: Sequence[Sequence[Any]], *, tail: str = ""
+) -> None:
+    """``{head} VALUES (?, ...), (?, ...) {tail}`` for every row of ``rows`` (all of one
+    width), in as few statements as the parameter limit allows, in one transaction.
+
+    Not ``executemany``: aiosqlite runs SQLite in a thread, and ``executemany`` steps
+    there once per row, handing the GIL to and from the event loop each time. With
+    batches of ~250 usage rows that cost the loop ~60 µs of latency per request; one
+    statement binds its rows at once and runs them in one step with the GIL released.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, min(_MAX_ROWS, _MAX_PARAMS // width))
+    row_marks = "(" + ", ".join(["?"] * width) + ")"
+
+    async def insert(chunk: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join([row_marks] * len(chunk))
+        await db.execute(f"{head} VALUES {marks} {tail}", *(v for row in chunk for v in row))
+
+    if len(rows) <= per:
+        await insert(rows)
+        return
+    async with db.transaction():
+        for i in range(0, len(rows), per):
+            await insert(rows[i : i + per])
 
 
 def open_database(url: str) -> Database:
