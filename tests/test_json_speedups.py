@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from llmgw._json import dumps_line, loads
+from llmgw._json import dumps_canonical, dumps_line, loads
 from llmgw.usage import Outcome
 from tests.conftest import GatewayFactory
 from tests.fakes.anthropic import FakeAnthropic
@@ -87,3 +87,22 @@ def test_loads_refuses_a_too_deep_nesting_with_a_value_error() -> None:
         json.loads(deep)
     with pytest.raises(ValueError, match="nested too deeply"):
         loads(deep)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [True, None, {"z": "caf\u00e9 \u2028 \x00\x1f\x7f \U0001f600"}]},
+        {"ts": 1780000000.123456, "ms": 12.345, "zero": 0.0, "neg": -0.0, "big": 1e16},
+        {"tiny": 1e-05, "tinier": [2.5e-07]},  # orjson writes these as 0.00001 and 2.5e-7
+        {"nan": math.nan, "inf": [-math.inf]},
+        {"big": 2**70},  # beyond orjson's 64 bits
+        {"cut": "\ud83d"},  # a lone surrogate
+        {"\u00e9": 1, "e": 2, "\U0001f600": 3, "Z": (4, 5)},  # sorted by code point
+        {1: "non-string key"},
+    ],
+    ids=["strings", "floats", "tiny-floats", "nan", "big-int", "surrogate", "keys", "int-key"],
+)
+def test_dumps_canonical_is_the_standard_librarys_canonical_text(value: object) -> None:
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert dumps_canonical(value) == expected
