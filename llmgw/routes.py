@@ -58,14 +58,24 @@ class Route:
         return any(ch in self.model for ch in "*?[")
 
 
-class RouteTable:
-    """Exact names and aliases first (a dict lookup), then patterns in configured order."""
+#: Pattern lookups remembered per table (names come from clients: bounded).
+_MATCHED_MAX = 4096
 
-    __slots__ = ("_exact", "_patterns", "routes")
+
+class RouteTable:
+    """Exact names and aliases first (a dict lookup), then patterns in configured order.
+
+    A name a pattern resolved is remembered, so a model served through ``claude-*`` costs
+    a dict lookup too rather than an ``fnmatch`` per pattern per request; a table is never
+    changed (a reload swaps in a new one), so what it remembered stays true.
+    """
+
+    __slots__ = ("_exact", "_matched", "_patterns", "routes")
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes: Sequence[Route] = tuple(routes)
         self._exact: dict[str, Route] = {}
+        self._matched: dict[str, Route | None] = {}
         self._patterns: list[Route] = []
         for route in self.routes:
             if route.is_pattern:
@@ -77,12 +87,16 @@ class RouteTable:
     def resolve(self, model: str) -> Route | None:
         """The route for ``model``, or ``None`` when nothing routes it."""
         route = self._exact.get(model)
-        if route is not None:
+        if route is not None or not self._patterns:
             return route
-        for route in self._patterns:
-            if fnmatch.fnmatchcase(model, route.model):
-                return route
-        return None
+        matched = self._matched
+        if model in matched:
+            return matched[model]
+        found = next((r for r in self._patterns if fnmatch.fnmatchcase(model, r.model)), None)
+        if len(matched) >= _MATCHED_MAX:
+            matched.clear()
+        matched[model] = found
+        return found
 
     def listed(self) -> list[Route]:
         """Routes with a concrete name, in configured order (what ``/v1/models`` shows)."""

@@ -247,3 +247,23 @@ async def test_models_list_shows_names_aliases_display_names_filtered_by_identit
     assert [m["id"] for m in narrow["data"]] == [SONNET]
     assert fake.requests == []
     assert json.dumps(listed).count("base_url") == 0
+
+
+def test_pattern_lookups_keep_configured_order_when_remembered() -> None:
+    provider = AnthropicProvider(name="anthropic")
+
+    def route(model: str) -> Route:
+        return Route(model=model, deployments=(Deployment(name=model, provider=provider),))
+
+    table = RouteTable([route("claude-haiku-*"), route("claude-*"), route("exact")])
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert table.resolve("claude-haiku-4-5").model == "claude-haiku-*"  # type: ignore[union-attr]
+        assert table.resolve("claude-sonnet-4-6").model == "claude-*"  # type: ignore[union-attr]
+        assert table.resolve("gpt-4o") is None
+        assert table.resolve("exact").model == "exact"  # type: ignore[union-attr]
+    # More distinct names than it remembers: answers stay right.
+    names = [f"claude-x-{i}" for i in range(10_000)] + ["claude-haiku-9", "nope"]
+    got = [table.resolve(n) for n in names]
+    assert all(r is not None and r.model == "claude-*" for r in got[:10_000])
+    assert got[-2] is not None and got[-2].model == "claude-haiku-*"
+    assert got[-1] is None
