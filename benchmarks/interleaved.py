@@ -4,9 +4,9 @@ after round, so a drift of the machine hits them all alike.
 
 On a VM whose speed wanders by 30 % between minutes, this is what resolves the few-percent
 differences `relay.py` (one variant after another) cannot. It reports the gateway's CPU time
-per short request (from `/proc/PID/stat`, over each turn) and each variant's ratio to the
-first one, the median of the per-round ratios; with `--concurrency 1`, also time to first
-byte p50.
+per short request (from `/proc/PID/stat`, over each turn) and requests per second (each
+turn's count over its wall time), each with its ratio to the first variant, the median of
+the per-round ratios; with `--concurrency 1`, also time to first byte p50.
 
     python benchmarks/interleaved.py
     python benchmarks/interleaved.py --variants llmgw,llmgw+limits-memory,llmgw+limits-redis -c 1
@@ -22,6 +22,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,8 +35,9 @@ from _variants import DIRECT, VARIANTS
 DEFAULT = "llmgw,llmgw+metering,llmgw+audit-batched,llmgw+limits-memory,llmgw+limits-redis,naive"
 
 
-async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[float, float]:
-    """``requests`` short streams at ``concurrency``: (CPU µs per request, TTFB p50 ms)."""
+async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[float, float, float]:
+    """``requests`` short streams at ``concurrency``: (CPU µs per request, TTFB p50 ms,
+    requests per second)."""
     assert target.pid is not None
     remaining = requests
     firsts: list[float] = []
@@ -47,9 +49,11 @@ async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[floa
             firsts.append((await fetch(target, "short"))[0])
 
     before = cpu_seconds(target.pid)
+    t0 = time.perf_counter()
     await asyncio.gather(*(work() for _ in range(concurrency)))
+    rps = requests / (time.perf_counter() - t0)
     cpu = (cpu_seconds(target.pid) - before) / requests * 1e6
-    return cpu, statistics.median(firsts) * 1e3
+    return cpu, statistics.median(firsts) * 1e3, rps
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -65,8 +69,7 @@ async def run(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, {driver_cpu})
     prefix = f"llmgw-bench:{os.getpid()}:{secrets.token_hex(4)}:"
     children: list[Child] = []
-    cpu: dict[str, list[float]] = {n: [] for n in names}
-    ttfb: dict[str, list[float]] = {n: [] for n in names}
+    turns: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmp:
         try:
             upstream = await start_child(
@@ -105,9 +108,9 @@ async def run(args: argparse.Namespace) -> None:
                 for rnd in range(args.rounds):
                     print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
                     for target in targets:
-                        c, t = await _turn(target, args.requests, args.concurrency)
-                        cpu[target.variant.name].append(c)
-                        ttfb[target.variant.name].append(t)
+                        turns[target.variant.name].append(
+                            await _turn(target, args.requests, args.concurrency)
+                        )
         finally:
             for child in list(children):
                 await stop_child(child, children)
@@ -116,13 +119,12 @@ async def run(args: argparse.Namespace) -> None:
 
                 with contextlib.suppress(OSError, ConnectionError):
                     await _redis_rtt(args.redis, prefix, cleanup=True)
-    _report(names, cpu, ttfb, args)
+    _report(names, turns, args)
 
 
 def _report(
     names: Sequence[str],
-    cpu: dict[str, list[float]],
-    ttfb: dict[str, list[float]],
+    turns: dict[str, list[tuple[float, float, float]]],
     args: argparse.Namespace,
 ) -> None:
     first = names[0]
@@ -130,16 +132,26 @@ def _report(
         f"interleaved: {args.rounds} rounds x {args.requests} short requests at concurrency "
         f"{args.concurrency}; {loop_name()}; medians; ratios are per round, then the median"
     )
-    head = f"{'variant':24s} {'CPU/request':>12s} {'x ' + first:>14s}"
+    ratio = f"{'x ' + first:>14s}"
+    head = f"{'variant':24s} {'CPU/request':>12s} {ratio} {'req/s':>8s} {ratio}"
     if args.concurrency == 1:
         head += f" {'TTFB p50':>10s} {'vs ' + first:>12s}"
     print(head)
+
+    def column(name: str, i: int) -> list[float]:
+        return [turn[i] for turn in turns[name]]
+
     for name in names:
-        ratio = statistics.median(a / b for a, b in zip(cpu[name], cpu[first], strict=True))
-        line = f"{name:24s} {statistics.median(cpu[name]):9.1f} us {ratio:13.2f}x"
+        cpu, ttfb, rps = (column(name, i) for i in range(3))
+        cpu_x = statistics.median(a / b for a, b in zip(cpu, column(first, 0), strict=True))
+        rps_x = statistics.median(a / b for a, b in zip(rps, column(first, 2), strict=True))
+        line = (
+            f"{name:24s} {statistics.median(cpu):9.1f} us {cpu_x:13.2f}x"
+            f" {statistics.median(rps):8,.0f} {rps_x:13.2f}x"
+        )
         if args.concurrency == 1:
-            added = statistics.median(a - b for a, b in zip(ttfb[name], ttfb[first], strict=True))
-            line += f" {statistics.median(ttfb[name]):7.3f} ms {added:+9.3f} ms"
+            added = statistics.median(a - b for a, b in zip(ttfb, column(first, 1), strict=True))
+            line += f" {statistics.median(ttfb):7.3f} ms {added:+9.3f} ms"
         print(line)
 
 
