@@ -333,6 +333,50 @@ async def test_lone_settles_go_together_after_the_delay_or_at_close(
     assert seen.used == (300 - 60 - 70 - 80 + 100, 1)  # every lease released, d's taken
 
 
+@pytest.mark.redis
+async def test_a_settle_nobody_waits_for_rides_on_the_next_reservation(
+    redis_store: tuple[RedisCounters, str],
+) -> None:
+    store, p = redis_store
+    c = [window(p + "tpm", 1000, 600), lease(p + "streams", 1)]
+    assert (await store.reserve(c, "t1", 1000.0)).refused is None
+    store.settle_nowait(c, [-500, 0], "t1")  # no task, no future: queued
+
+    seen = await store.reserve(c, "t2", 1000.0)  # the only stream slot is t1's until then
+
+    assert seen.refused is None
+    assert seen.used == (700, 1)
+
+
+async def test_a_settle_nobody_waits_for_that_cannot_be_applied_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def reserve_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the reservation's EVALSHA
+        writer.write(b"$6\r\n0;1;-1\r\n")  # nothing refused, 1 lease open
+        await writer.drain()
+        writer.close()  # then Redis is gone
+
+    server = await asyncio.start_server(reserve_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.3, settle_delay=0.01)
+    c = [lease("streams", 5)]
+    try:
+        assert (await store.reserve(c, "t1", 1000.0)).refused is None
+        server.close()
+        await server.wait_closed()
+        with caplog.at_level("ERROR", logger="llmgw.limits"):
+            store.settle_nowait(c, [0], "t1")
+            for _ in range(100):  # the flush runs after settle_delay
+                await asyncio.sleep(0.02)
+                if caplog.records:
+                    break
+    finally:
+        await store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "could not settle 1 requests" in messages[0]
+
+
 async def test_a_window_forgets_charges_older_than_its_buckets(
     backend: tuple[CounterBackend, str],
 ) -> None:

@@ -121,6 +121,10 @@ class RedisClient:
         self._protocol: _Protocol | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and not self._protocol.closed
+
     async def call(self, *args: bytes | str | int) -> Reply:
         protocol = self._protocol
         if protocol is None or protocol.closed:

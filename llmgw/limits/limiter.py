@@ -35,6 +35,7 @@ from .messages import (
 )
 from .plan import Layout, Scope, ScopePlan, WindowClock, compile_scope, layout, merge
 from .policy import LimitSet, Tier, parse_limit_set
+from .redis import RedisCounters
 
 __all__ = (
     "BudgetExceededError",
@@ -296,21 +297,26 @@ class Limiter:
 
     def settle_soon(self, res: Reservation, ctx: RequestContext) -> None:
         """Settle without making the caller wait: at once for counters in this process,
-        else in a task that :meth:`drain` awaits.
+        queued for Redis (carried by the next reservation's script, or flushed within
+        ``settle_delay``; a failure is logged), else in a task that :meth:`drain` awaits.
 
         Not awaited by the request because aiohttp serves a keep-alive connection's next
         request only after the previous handler returns: awaiting a Redis round trip here
         added it to the next request's time to first byte.
         """
+        if res.settled:
+            return
         backend = res.backend
         if isinstance(backend, MemoryCounters):
-            if not res.settled:
-                res.settled = True
-                backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
-            return
-        task = asyncio.ensure_future(self.settle(res, ctx))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+            res.settled = True
+            backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
+        elif isinstance(backend, RedisCounters):
+            res.settled = True
+            backend.settle_nowait(res.counters, self._deltas(res, ctx), res.token)
+        else:
+            task = asyncio.ensure_future(self.settle(res, ctx))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
     async def drain(self) -> None:
         """Wait for the settles still in flight (call before closing the counters)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 
 from ..wire.resp import Reply, RespError
@@ -19,6 +20,8 @@ from ._redis_client import RedisClient, RedisScript
 from .counters import Counter, CounterKind, Reserved, StoreUnavailableError
 
 __all__ = ("RESERVE_LUA", "SETTLE_LUA", "RedisCounters")
+
+log = logging.getLogger("llmgw.limits")
 
 #: One settle entry: KEY and "kind,bucket,delta,token": a window's correction in the bucket
 #: it was charged in (skipped once the window expired), or a lease released.
@@ -168,6 +171,21 @@ class RedisCounters:
         )
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
+        if not self._queue_settle(counters, deltas, token):
+            return
+        applied = asyncio.get_running_loop().create_future()
+        self._pending.waiters.append(applied)
+        await applied
+
+    def settle_nowait(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
+        """:meth:`settle` for a caller that does not wait for it (a failure is logged):
+        no task, future or coroutine per request, which at one client showed up in the next
+        request's time to first byte."""
+        if self._queue_settle(counters, deltas, token):
+            self._pending.unwatched += 1
+
+    def _queue_settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> bool:
+        """Add the settle entries to those the next script carries; whether there were any."""
         pending = self._pending
         before = len(pending.keys)
         for c, delta in zip(counters, deltas, strict=True):
@@ -176,13 +194,11 @@ class RedisCounters:
             pending.keys.append(c.key)
             pending.specs.append(f"{c.kind.value},{c.bucket},{delta},{token}")
         if len(pending.keys) == before:
-            return
-        loop = asyncio.get_running_loop()
-        applied = loop.create_future()
-        pending.waiters.append(applied)
+            return False
         if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self.settle_delay, self._flush_later)
-        await applied
+        return True
 
     def _take_settles(self) -> _Settles:
         carried, self._pending = self._pending, _Settles()
@@ -219,6 +235,10 @@ class RedisCounters:
 
     async def _call(self, script: RedisScript, keys: list[str], args: list[str]) -> Reply:
         try:
+            if self._client.connected:
+                # Each command is bounded by the connection's own timer already; the
+                # deadline is for a connect (and the callers queued behind it).
+                return await script(keys, args)
             async with asyncio.timeout(self._deadline):
                 return await script(keys, args)
         except (RespError, OSError, TimeoutError) as exc:
@@ -235,12 +255,14 @@ class _Settles:
     """Settle entries waiting to go to Redis, and the :meth:`RedisCounters.settle` calls
     waiting for them."""
 
-    __slots__ = ("keys", "specs", "waiters")
+    __slots__ = ("keys", "specs", "unwatched", "waiters")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.specs: list[str] = []
         self.waiters: list[asyncio.Future[None]] = []
+        #: Settles queued by :meth:`RedisCounters.settle_nowait`: nobody to tell on failure.
+        self.unwatched = 0
 
     def done(self) -> None:
         for waiter in self.waiters:
@@ -248,6 +270,12 @@ class _Settles:
                 waiter.set_result(None)
 
     def fail(self, exc: Exception) -> None:
+        if self.unwatched:
+            log.error(
+                "could not settle %d requests (their leases expire on their own): %s",
+                self.unwatched,
+                exc,
+            )
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_exception(exc)
