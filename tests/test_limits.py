@@ -289,22 +289,28 @@ async def redis_store() -> AsyncIterator[tuple[RedisCounters, str]]:
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("awaited", [True, False], ids=["awaited", "nowait"])
 async def test_a_settle_rides_on_the_next_reservation_and_applies_first(
-    redis_store: tuple[RedisCounters, str],
+    redis_store: tuple[RedisCounters, str], awaited: bool
 ) -> None:
     store, p = redis_store
     c = [window(p + "tpm", 1000, 600), lease(p + "streams", 1)]
     assert (await store.reserve(c, "t1", 1000.0)).refused is None
-    settling = asyncio.ensure_future(store.settle(c, [-500, 0], "t1"))
-    await asyncio.sleep(0)  # queued, waiting for a carrier
-    assert not settling.done()
+    settling = None
+    if awaited:
+        settling = asyncio.ensure_future(store.settle(c, [-500, 0], "t1"))
+        await asyncio.sleep(0)  # queued, waiting for a carrier
+        assert not settling.done()
+    else:
+        store.settle_nowait(c, [-500, 0], "t1")  # no task, no future: queued
 
     # The only stream slot is t1's until its settle runs: it must run first, in this call.
     seen = await store.reserve(c, "t2", 1000.0)
 
     assert seen.refused is None
     assert seen.used == (700, 1)
-    await asyncio.wait_for(settling, 1)  # applied with the reservation, not after 60 s
+    if settling is not None:
+        await asyncio.wait_for(settling, 1)  # applied with the reservation, not after 60 s
 
 
 @pytest.mark.redis
@@ -331,21 +337,6 @@ async def test_lone_settles_go_together_after_the_delay_or_at_close(
     finally:
         await fresh.close()
     assert seen.used == (300 - 60 - 70 - 80 + 100, 1)  # every lease released, d's taken
-
-
-@pytest.mark.redis
-async def test_a_settle_nobody_waits_for_rides_on_the_next_reservation(
-    redis_store: tuple[RedisCounters, str],
-) -> None:
-    store, p = redis_store
-    c = [window(p + "tpm", 1000, 600), lease(p + "streams", 1)]
-    assert (await store.reserve(c, "t1", 1000.0)).refused is None
-    store.settle_nowait(c, [-500, 0], "t1")  # no task, no future: queued
-
-    seen = await store.reserve(c, "t2", 1000.0)  # the only stream slot is t1's until then
-
-    assert seen.refused is None
-    assert seen.used == (700, 1)
 
 
 async def test_a_settle_nobody_waits_for_that_cannot_be_applied_is_logged(
