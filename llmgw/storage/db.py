@@ -219,7 +219,8 @@ async def insert_rows(
     db: Database, head: str, rows: Sequence[Sequence[Any]], *, tail: str = ""
 ) -> None:
     """``{head} VALUES (?, ...), (?, ...) {tail}`` for every row of ``rows`` (all of one
-    width), in as few statements as the parameter limit allows, in one transaction.
+    width): statements of up to 100 rows (fewer where the parameter limit says so), one
+    transaction when there are several.
 
     Not ``executemany``: aiosqlite runs SQLite in a thread, and ``executemany`` steps
     there once per row, handing the GIL to and from the event loop each time. With
