@@ -20,7 +20,7 @@ from .headers import REQUEST_ID_HEADER, forward_response_headers
 from .keys import ADAPTER_WRAPPER
 from .log import relay_logger
 from .routes import Deployment
-from .translate import ResponseAdapter, response_adapter
+from .translate import PassThrough, ResponseAdapter, response_adapter
 from .usage import Outcome
 
 __all__ = ("finish", "stream_response")
@@ -55,6 +55,9 @@ async def stream_response(
     if isinstance(begun, web.StreamResponse):
         return begun
     resp, adapter = begun
+    # A plain pass-through hands each chunk to the client before its tap reads it: the
+    # client's first byte does not wait for message_start to be parsed.
+    tap_after = type(adapter) is PassThrough
     content = up.content
     idle = cfg.idle_timeout
     ping_every = adapter.ping_interval
@@ -105,13 +108,17 @@ async def stream_response(
                 return await _end(ctx, resp, adapter, Outcome.COMPLETE, adapter.close())
             now = time.monotonic()
             dog.deadline = now + idle
-            out = adapter.feed(chunk)
+            out = chunk if tap_after else adapter.feed(chunk)
             if not out:
                 continue
             if ctx.ttfb is None:
                 ctx.ttfb = now - ctx.started_mono
             try:
-                await resp.write(out)
+                try:
+                    await resp.write(out)
+                finally:  # what arrived is accounted, delivered or not
+                    if tap_after:
+                        adapter.feed(chunk)
             except ConnectionResetError:
                 return await _end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
             ctx.bytes_out += len(out)
