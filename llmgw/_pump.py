@@ -105,6 +105,8 @@ async def stream_response(
             finally:
                 dog.armed = False
             if not chunk:
+                if tap_after:  # no tail to send: the client's EOF goes before the tap's last look
+                    return await _end(ctx, resp, adapter, Outcome.COMPLETE, close_after_eof=True)
                 return await _end(ctx, resp, adapter, Outcome.COMPLETE, adapter.close())
             now = time.monotonic()
             dog.deadline = now + idle
@@ -141,9 +143,12 @@ async def _end(
     adapter: ResponseAdapter,
     outcome: Outcome,
     last: bytes = b"",
+    *,
+    close_after_eof: bool = False,
 ) -> web.StreamResponse:
     """Close the stream: ``last`` written (the adapter's tail or an in-band error), the
-    usage and outcome on the context, and EOF unless the client is gone."""
+    usage and outcome on the context, and EOF unless the client is gone. A pass-through
+    adapter, which has no tail, is closed after the EOF went out (``close_after_eof``)."""
     if outcome is Outcome.CLIENT_DISCONNECTED:
         adapter.close()
     elif last:
@@ -151,12 +156,16 @@ async def _end(
             await resp.write(last)
         except ConnectionResetError:
             outcome = Outcome.CLIENT_DISCONNECTED
-    ctx.usage = adapter.usage
     ctx.outcome = outcome
     ctx.finished_mono = time.monotonic()
-    if outcome is not Outcome.CLIENT_DISCONNECTED:
-        with contextlib.suppress(ConnectionResetError):
-            await resp.write_eof()
+    try:
+        if outcome is not Outcome.CLIENT_DISCONNECTED:
+            with contextlib.suppress(ConnectionResetError):
+                await resp.write_eof()
+    finally:
+        if close_after_eof:
+            adapter.close()
+        ctx.usage = adapter.usage
     return resp
 
 
