@@ -5,12 +5,18 @@ starts again in a window whose beginning was let go; and what an exception frame
 from __future__ import annotations
 
 import json
-import struct
 import zlib
 from typing import Any
 
 from .wire import EventStreamMessage, encode_bedrock_chunk
-from .wire.eventstream import DEFAULT_MAX_HEADERS_SIZE, DEFAULT_MAX_PAYLOAD_SIZE
+from .wire.eventstream import (
+    _LENGTHS,
+    _MIN_MESSAGE_SIZE,
+    _PRELUDE_SIZE,
+    _U32,
+    DEFAULT_MAX_HEADERS_SIZE,
+    DEFAULT_MAX_PAYLOAD_SIZE,
+)
 
 __all__ = (
     "BASE64_START",
@@ -37,7 +43,7 @@ __all__ = (
 # header block, payload, 4-byte CRC; a frame of the content delta head alone gives the bytes
 # every delta frame shares from offset 12: the chunk header block, {"bytes":" and the head's
 # base64 (its 30 bytes encode to 40 characters, which do not depend on what follows).
-PRELUDE_SIZE = 12
+PRELUDE_SIZE = _PRELUDE_SIZE
 
 
 def _mark(head: bytes) -> bytes:
@@ -49,8 +55,8 @@ def _mark(head: bytes) -> bytes:
 
 DELTA_HEAD = b'{"type":"content_block_delta",'
 PROBE = encode_bedrock_chunk(DELTA_HEAD)
-LENGTHS = struct.Struct(">II")
-U32 = struct.Struct(">I")
+LENGTHS = _LENGTHS
+U32 = _U32
 CHUNK_HEADERS_SIZE = U32.unpack_from(PROBE, 4)[0]
 DELTA_MARK = _mark(DELTA_HEAD)
 DELTA_MARK_END = PRELUDE_SIZE + len(DELTA_MARK)
@@ -60,8 +66,8 @@ BLOCK_MARK = _mark(b'{"type":"content_block_s')
 BLOCK_MARK_END = PRELUDE_SIZE + len(BLOCK_MARK)
 BASE64_START = DELTA_MARK_END - 40
 PAD = ord("=")
-MIN_FRAME = 16
-MAX_FRAME = 16 + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
+MIN_FRAME = _MIN_MESSAGE_SIZE
+MAX_FRAME = _MIN_MESSAGE_SIZE + DEFAULT_MAX_HEADERS_SIZE + DEFAULT_MAX_PAYLOAD_SIZE
 
 
 #: What every Bedrock chunk frame has after its prelude: a resync point in a cut window.
