@@ -307,10 +307,7 @@ class Limiter:
         if res.settled:
             return
         backend = res.backend
-        if isinstance(backend, MemoryCounters):
-            res.settled = True
-            backend.settle_now(res.counters, self._deltas(res, ctx), res.token)
-        elif isinstance(backend, RedisCounters):
+        if isinstance(backend, MemoryCounters | RedisCounters):
             res.settled = True
             backend.settle_nowait(res.counters, self._deltas(res, ctx), res.token)
         else:

@@ -135,9 +135,11 @@ class MemoryCounters:
         return Reserved(refused=None, used=tuple(used), first=tuple(first))
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
-        self.settle_now(counters, deltas, token)
+        self.settle_nowait(counters, deltas, token)
 
-    def settle_now(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
+    def settle_nowait(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
+        """:meth:`settle` for synchronous callers: applied at once (as ``RedisCounters``
+        queues it for its next script)."""
         for c, delta in zip(counters, deltas, strict=True):
             if c.kind is CounterKind.WINDOW:
                 if not delta:
