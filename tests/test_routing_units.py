@@ -174,6 +174,33 @@ def test_plan_skips_retries_beyond_budget_and_of_cooling_deployments() -> None:
     assert board.get("b").in_flight == 0
 
 
+def test_plan_spends_retries_on_the_least_failed_deployment_when_all_are_cooling() -> None:
+    clock = Clock()
+    board = HealthBoard(failure_threshold=1, clock=clock)
+    for _ in range(5):
+        board.failure("b", cooldown=60)  # plainly dead
+    board.failure("a", cooldown=60)  # failed once, like its neighbours of a flaky upstream
+    plan = AttemptPlan(
+        policy=RoutePolicy(retries=4, cooldown=60),
+        board=board,
+        backoff=Backoff(base=0.001, cap=0.001),
+        rng=random.Random(0),
+        deployments=(A, B),
+    )
+    for d in (A, B):  # first tries are free, whatever the breaker says
+        assert plan.before(d) == 0.0 and plan.acquire(d)
+        plan.failed(d)
+        plan.release(d)
+    assert board.get("a").failures == 2 and board.get("b").failures == 6
+    assert plan.before(B) is None
+    assert plan.before(A) is not None and plan.acquire(A)
+    plan.release(A)
+    for _ in range(5):
+        board.failure("a", cooldown=60)  # now a is the worse one
+    assert plan.before(A) is None
+    assert plan.before(B) is not None
+
+
 def test_routing_config_rejects_unknown_strategy_and_bad_timeouts() -> None:
     providers = {"a": {"kind": "anthropic", "base_url": "http://127.0.0.1:1"}}
     route = {"model": "m", "deployments": [{"provider": "a"}]}

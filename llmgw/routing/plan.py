@@ -111,7 +111,9 @@ class AttemptPlan:
         already) waits an exponential, jittered backoff and at least the deployment's
         ``retry-after``; it is skipped when the retry budget is spent, when that
         ``retry-after`` is longer than ``max_retry_after``, or when the deployment is
-        cooling down while another deployment of the route is not.
+        cooling down while another deployment of the route is not, or has more consecutive
+        failures than another one that is cooling too: when everything is down, the retry
+        budget goes to the deployment that failed least, not to one that is plainly dead.
         """
         name = deployment.name
         if name not in self._tries:
@@ -124,10 +126,11 @@ class AttemptPlan:
         if board is None:
             return self.backoff.delay(self._retries, None, self.rng)
         now = board.now()
-        if board.cooling(name, now) and any(
-            not board.cooling(d.name, now) for d in self.deployments
-        ):
-            return None
+        if board.cooling(name, now):
+            failures = board.get(name).failures
+            for d in self.deployments:
+                if not board.cooling(d.name, now) or board.get(d.name).failures < failures:
+                    return None
         rest = board.get(name).retry_until - now
         return self.backoff.delay(self._retries, rest if rest > 0 else None, self.rng)
 
