@@ -39,27 +39,29 @@ class LimitsUnavailableError(LlmgwError):
 
 
 class RateHeaders:
-    """Formats ``anthropic-ratelimit-*`` headers; remembers the last timestamp it
-    formatted, since every request in the same second resets at the same instant."""
+    """Formats ``anthropic-ratelimit-*`` headers; remembers the last reset it formatted per
+    kind (requests, tokens), since every request in the same second resets at the same
+    instant, while requests and tokens reset at different ones."""
 
-    __slots__ = ("_last", "_text")
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._last = -1
-        self._text = ""
-
-    def rfc3339(self, ts: float) -> str:
-        second = int(ts)
-        if second != self._last:
-            self._text = _rfc3339(second)
-            self._last = second
-        return self._text
+        #: kind -> (the three header names, last second formatted, its text).
+        self._last: dict[str, tuple[tuple[str, str, str], int, str]] = {}
 
     def add(self, out: dict[str, str], what: str, limit: int, used: int, reset: float) -> None:
-        prefix = f"anthropic-ratelimit-{what}"
-        out[f"{prefix}-limit"] = str(limit)
-        out[f"{prefix}-remaining"] = str(max(limit - used, 0))
-        out[f"{prefix}-reset"] = self.rfc3339(reset)
+        second = int(reset)
+        last = self._last.get(what)
+        if last is None:
+            prefix = f"anthropic-ratelimit-{what}"
+            names = (f"{prefix}-limit", f"{prefix}-remaining", f"{prefix}-reset")
+            last = self._last[what] = (names, second, _rfc3339(second))
+        elif last[1] != second:
+            last = self._last[what] = (last[0], second, _rfc3339(second))
+        names, _, text = last
+        out[names[0]] = str(limit)
+        out[names[1]] = str(limit - used if used < limit else 0)
+        out[names[2]] = text
 
 
 def refusal(
