@@ -112,8 +112,8 @@ async def _one_commit_per_record(writer: AuditWriter, record: JSON) -> SealedRec
 def serialise_commits(app: web.Application) -> None:
     writer = app[AUDIT]
 
-    async def append(record: JSON) -> SealedRecord:
-        return await _one_commit_per_record(writer, record)
+    async def append(record: JSON) -> None:
+        await _one_commit_per_record(writer, record)
 
     writer.append = append  # type: ignore[method-assign]
 

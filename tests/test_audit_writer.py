@@ -1,5 +1,6 @@
 """Sync mode's group commit: concurrent appends share one write, each returns only once its
-record is stored, and the chain's order is the order records were committed in."""
+record is stored, and the chain's order is the order records were committed in. Batched
+mode seals at flush time, in arrival order."""
 
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ async def test_appends_waiting_on_a_commit_are_written_together_in_arrival_order
     sink = GatedSink()
     writer = await sync_writer(sink)
     sink.gate.clear()
-    first = asyncio.create_task(writer.append({"kind": "t", "n": 0}))
+    first = asyncio.create_task(writer.commit({"kind": "t", "n": 0}))
     await sink.entered.wait()  # the first commit is in progress...
-    rest = [asyncio.create_task(writer.append({"kind": "t", "n": n})) for n in range(1, 20)]
+    rest = [asyncio.create_task(writer.commit({"kind": "t", "n": n})) for n in range(1, 20)]
     await asyncio.sleep(0)
     sink.gate.set()  # ...and the 19 appends behind it become the next one
     sealed = [await first, *await asyncio.gather(*rest)]
@@ -77,7 +78,7 @@ async def test_an_append_returns_only_after_its_record_is_written() -> None:
     sink = GatedSink()
     writer = await sync_writer(sink)
     sink.gate.clear()
-    task = asyncio.create_task(writer.append({"kind": "t"}))
+    task = asyncio.create_task(writer.commit({"kind": "t"}))
     await sink.entered.wait()
     await asyncio.sleep(0.01)
     assert not task.done() and sink.stored == []
@@ -89,14 +90,14 @@ async def test_an_append_returns_only_after_its_record_is_written() -> None:
 async def test_a_failed_commit_fails_its_whole_group_and_the_chain_skips_it() -> None:
     sink = GatedSink(fail=[2])
     writer = await sync_writer(sink)
-    assert (await writer.append({"kind": "t", "n": 0})).seq == 1
+    assert (await writer.commit({"kind": "t", "n": 0})).seq == 1
     sink.gate.clear()
-    group = [asyncio.create_task(writer.append({"kind": "t", "n": n})) for n in (1, 2, 3)]
+    group = [asyncio.create_task(writer.commit({"kind": "t", "n": n})) for n in (1, 2, 3)]
     await asyncio.sleep(0)
     sink.gate.set()
     results = await asyncio.gather(*group, return_exceptions=True)
     assert all(isinstance(r, AuditUnavailableError) and r.status == 503 for r in results)
-    after = await writer.append({"kind": "t", "n": 4})
+    after = await writer.commit({"kind": "t", "n": 4})
     assert after.seq == 2  # nothing links to the lost group
     assert [s.record["n"] for s in sink.stored] == [0, 4]
     assert verify(entries(sink.stored)).ok
@@ -107,13 +108,13 @@ async def test_a_cancelled_append_still_has_its_record_committed() -> None:
     sink = GatedSink()
     writer = await sync_writer(sink)
     sink.gate.clear()
-    task = asyncio.create_task(writer.append({"kind": "t", "n": 0}))
+    task = asyncio.create_task(writer.commit({"kind": "t", "n": 0}))
     await sink.entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     sink.gate.set()
-    assert (await writer.append({"kind": "t", "n": 1})).seq == 2
+    assert (await writer.commit({"kind": "t", "n": 1})).seq == 2
     assert [s.record["n"] for s in sink.stored] == [0, 1]
     await writer.close()
 
@@ -122,7 +123,7 @@ async def test_close_waits_for_the_commit_in_progress() -> None:
     sink = GatedSink()
     writer = await sync_writer(sink)
     sink.gate.clear()
-    task = asyncio.create_task(writer.append({"kind": "t"}))
+    task = asyncio.create_task(writer.commit({"kind": "t"}))
     await sink.entered.wait()
     closing = asyncio.create_task(writer.close())
     await asyncio.sleep(0.01)
@@ -141,7 +142,7 @@ async def test_concurrent_appends_on_sqlite_verify_and_share_transactions(
     try:
         sink = SQLAuditSink(db)
         writer = await sync_writer(sink)
-        sealed = await asyncio.gather(*(writer.append({"kind": "t", "n": n}) for n in range(count)))
+        sealed = await asyncio.gather(*(writer.commit({"kind": "t", "n": n}) for n in range(count)))
         await writer.close()
         stored = [e async for e in sink.entries()]
         assert [e.sealed for e in stored] == sorted(sealed, key=lambda s: s.seq)
@@ -149,3 +150,24 @@ async def test_concurrent_appends_on_sqlite_verify_and_share_transactions(
         assert writer.committed == count and (count == 1 or writer.commits < count)
     finally:
         await db.close()
+
+
+async def test_batched_records_are_sealed_at_flush_in_arrival_order_and_a_bad_one_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = GatedSink(fail=[1])
+    writer = AuditWriter(sink, chain="b", mode="batched", flush_interval=3600)
+    await writer.open()
+    for n in range(300):  # more than one sealing step: the loop is yielded to in between
+        await writer.append({"kind": "t", "n": n, "bad": object() if n == 7 else None})
+    assert writer.pending == 300 and not sink.writes  # queued, not sealed yet
+    await writer.flush()  # the first write fails: the sealed batch is kept for the next
+    assert len(sink.writes) == 1 and not sink.stored and writer.pending == 299
+    await writer.flush()
+    assert [s.record["n"] for s in sink.stored] == [n for n in range(300) if n != 7]
+    assert [s.seq for s in sink.stored] == list(range(1, 300))
+    assert verify(entries(sink.stored)).ok
+    assert "cannot be sealed" in caplog.text
+    with pytest.raises(RuntimeError, match="sync mode"):
+        await writer.commit({"kind": "t"})
+    await writer.close()

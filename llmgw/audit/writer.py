@@ -1,6 +1,7 @@
 """Seals records into the chain and writes them, synchronously or in batches.
 
-* ``sync``: :meth:`AuditWriter.append` returns once the record is in the sink. The
+* ``sync``: :meth:`AuditWriter.append` (or :meth:`~AuditWriter.commit`, which also returns
+  the record as sealed) returns once the record is in the sink. The
   middleware writes a start record before the handler runs and the completed record after,
   so a crash leaves a visible incomplete request, never a missing one. Concurrent appends
   are committed together (group commit): each enqueues its record and waits; one commit
@@ -8,12 +9,14 @@
   every waiter with its sealed record, or with :class:`AuditUnavailableError` for all of
   them if the write failed. Sealing at commit time keeps chain order = commit order, and a
   failed commit rewinds the chain past the whole group so nothing links to a lost record.
-* ``batched``: records are sealed at once (their order is the chain's) and queued; a
-  background task writes the queue every ``flush_interval`` seconds, or sooner when
-  ``max_batch`` records wait. A crash loses at most the records queued since the last
-  flush: ``flush_interval`` seconds of traffic plus the write in progress. A failed write
-  keeps the batch and retries it at the next flush; past ``max_queue`` queued records,
-  appends wait for a flush (backpressure) instead of dropping.
+* ``batched``: records are queued as they come (their order is the chain's); a background
+  task seals what is queued and writes it every ``flush_interval`` seconds, or sooner when
+  ``max_batch`` records wait. Sealing there rather than per request is the same work done a
+  batch at a time, which costs a saturated gateway less CPU. A crash loses at most the
+  records queued since the last flush: ``flush_interval`` seconds of traffic plus the write
+  in progress. A failed write keeps the batch and retries it at the next flush; past
+  ``max_queue`` queued records, appends wait for a flush (backpressure) instead of
+  dropping.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ __all__ = ("MODES", "AuditUnavailableError", "AuditWriter")
 
 MODES = ("sync", "batched")
 
+#: Records sealed between two yields to the event loop (~0.3 ms of work, about one request).
+_SEAL_STEP = 32
 # A sync waiter's slot: resolved with its sealed record, or None when the commit failed.
 _Waiter = tuple[JSON, asyncio.Future[SealedRecord | None]]
 
@@ -66,6 +71,8 @@ class AuditWriter:
         self._key = hmac_key
         self._chain: Chain | None = None
         self._lock = asyncio.Lock()
+        #: Batched mode: records not sealed yet, then sealed ones not written yet.
+        self._unsealed: deque[JSON] = deque()
         self._queue: deque[SealedRecord] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -96,11 +103,14 @@ class AuditWriter:
             self._task = None
         await self._drained()
         for _ in range(2):
-            if not self._queue:
+            if not (self._unsealed or self._queue):
                 break
             await self.flush()
-        if self._queue:
-            audit_logger.error("audit: %d records could not be written at close", len(self._queue))
+        if self._unsealed or self._queue:
+            audit_logger.error(
+                "audit: %d records could not be written at close",
+                len(self._unsealed) + len(self._queue),
+            )
         await self.sink.close()
 
     def _seal(self, record: JSON) -> SealedRecord:
@@ -108,12 +118,20 @@ class AuditWriter:
             raise RuntimeError("AuditWriter.open() was not awaited")
         return self._chain.seal(record)
 
-    async def append(self, record: JSON) -> SealedRecord:
+    async def append(self, record: JSON) -> None:
         """Persist (sync: returns once committed) or queue (batched) one record."""
+        if self.sync:
+            await self.commit(record)
+            return
+        if len(self._unsealed) + len(self._queue) >= self.max_queue:
+            await self.flush()
+        self.enqueue(record)
+
+    async def commit(self, record: JSON) -> SealedRecord:
+        """Sync mode: persist ``record`` with the group committing next, and return it as
+        stored; :class:`AuditUnavailableError` when that group's write failed."""
         if not self.sync:
-            if len(self._queue) >= self.max_queue:
-                await self.flush()
-            return self.enqueue(record)
+            raise RuntimeError("AuditWriter.commit() is for sync mode; batched mode appends")
         if self._chain is None:
             raise RuntimeError("AuditWriter.open() was not awaited")
         done: asyncio.Future[SealedRecord | None] = asyncio.get_running_loop().create_future()
@@ -169,13 +187,13 @@ class AuditWriter:
         while self._committer is not None and not self._committer.done():
             await asyncio.wait({self._committer})
 
-    def enqueue(self, record: JSON) -> SealedRecord:
-        """Batched mode's non-blocking append."""
-        sealed = self._seal(record)
-        self._queue.append(sealed)
-        if len(self._queue) >= self.max_batch:
+    def enqueue(self, record: JSON) -> None:
+        """Batched mode's non-blocking append; the record is sealed by the next flush."""
+        if self._chain is None:
+            raise RuntimeError("AuditWriter.open() was not awaited")
+        self._unsealed.append(record)
+        if len(self._unsealed) >= self.max_batch:
             self._wake.set()
-        return sealed
 
     async def flush(self) -> None:
         """Write everything queued so far, in order; on failure keep it for the next try.
@@ -183,6 +201,7 @@ class AuditWriter:
         In sync mode: wait for the commit in progress (nothing else is ever queued)."""
         await self._drained()
         async with self._lock:
+            await self._seal_unsealed()
             while self._queue:
                 batch = [self._queue[i] for i in range(min(self.max_batch, len(self._queue)))]
                 try:
@@ -198,9 +217,27 @@ class AuditWriter:
                 for _ in batch:
                     self._queue.popleft()
 
+    async def _seal_unsealed(self) -> None:
+        """Seal the queued records in arrival order (the chain's), yielding to the event
+        loop between steps so a large backlog never stalls the requests in flight."""
+        unsealed, queue, seal = self._unsealed, self._queue, self._seal
+        while unsealed:
+            for _ in range(min(len(unsealed), _SEAL_STEP)):
+                record = unsealed.popleft()
+                try:
+                    queue.append(seal(record))
+                except (TypeError, ValueError) as exc:  # not JSON: it could never be stored
+                    audit_logger.error(
+                        "audit record of %s dropped, it cannot be sealed: %s",
+                        record.get("request_id"),
+                        exc,
+                    )
+            if unsealed:
+                await asyncio.sleep(0)
+
     @property
     def pending(self) -> int:
-        return len(self._queue) + len(self._waiting)
+        return len(self._unsealed) + len(self._queue) + len(self._waiting)
 
     async def _run(self) -> None:
         while True:
