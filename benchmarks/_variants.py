@@ -20,6 +20,7 @@ from _servers import CASES
 from _targets import Goal, added_ttfb, added_ttfb_per_redis_rtt, relay, within_bare
 
 __all__ = (
+    "ALL",
     "BARE",
     "BENCH_KEY",
     "DIRECT",
@@ -195,6 +196,19 @@ VARIANTS: tuple[Variant, ...] = (
     ),
 )
 
+#: Run only when named: a feature's least possible cost (`_floors.py`).
+FLOORS: tuple[Variant, ...] = tuple(
+    Variant(
+        name=f"llmgw+{feature}-floor",
+        kind="llmgw",
+        config=BARE,
+        roles=Roles(baseline=DIRECT, reference=NAIVE, bare=LLMGW),
+        app_factory=f"_floors:{feature}_floor",
+    )
+    for feature in ("metering", "audit")
+)
+ALL = VARIANTS + FLOORS
+
 
 def render_config(variant: Variant, **values: str) -> str:
     """The TOML file of an llmgw variant, template values filled in."""
@@ -210,7 +224,7 @@ def select(names: str | None) -> tuple[Variant, ...]:
     compared with, in table order."""
     if names is None:
         return VARIANTS
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in ALL}
     wanted = {DIRECT} | {n.strip() for n in names.split(",") if n.strip()}
     unknown = sorted(wanted - set(by_name))
     if unknown:
@@ -222,4 +236,4 @@ def select(names: str | None) -> tuple[Variant, ...]:
     for name in list(wanted):  # the bare row's own comparisons
         role = by_name[name].roles
         wanted |= {n for n in (role.baseline, role.reference) if n is not None}
-    return tuple(v for v in VARIANTS if v.name in wanted)
+    return tuple(v for v in ALL if v.name in wanted)

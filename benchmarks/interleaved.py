@@ -30,7 +30,7 @@ import aiohttp
 from _cases import Endpoint, fetch, warm_up
 from _procs import SERVERS, Child, cpu_seconds, proxy_argv, start_child, stop_child
 from _servers import loop_name
-from _variants import DIRECT, VARIANTS
+from _variants import ALL, DIRECT
 
 DEFAULT = "llmgw,llmgw+metering,llmgw+audit-batched,llmgw+limits-memory,llmgw+limits-redis,naive"
 
@@ -57,7 +57,7 @@ async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[floa
 
 
 async def run(args: argparse.Namespace) -> None:
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in ALL}
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in by_name or n == DIRECT]
     if unknown:
