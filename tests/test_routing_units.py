@@ -149,16 +149,21 @@ def test_candidates_put_resting_deployments_last_and_repeat_for_retries() -> Non
     assert resting == frozenset({"a"})
 
 
-def test_plan_skips_retries_beyond_budget_and_of_cooling_deployments() -> None:
-    clock = Clock()
-    board = HealthBoard(failure_threshold=1, clock=clock)
-    plan = AttemptPlan(
-        policy=RoutePolicy(retries=1, cooldown=10),
+def ab_plan(board: HealthBoard, *, retries: int, cooldown: float, backoff: float) -> AttemptPlan:
+    """A plan over deployments a and b with a fixed backoff and seed."""
+    return AttemptPlan(
+        policy=RoutePolicy(retries=retries, cooldown=cooldown),
         board=board,
-        backoff=Backoff(base=0.01, cap=0.01),
+        backoff=Backoff(base=backoff, cap=backoff),
         rng=random.Random(0),
         deployments=(A, B),
     )
+
+
+def test_plan_skips_retries_beyond_budget_and_of_cooling_deployments() -> None:
+    clock = Clock()
+    board = HealthBoard(failure_threshold=1, clock=clock)
+    plan = ab_plan(board, retries=1, cooldown=10, backoff=0.01)
     assert plan.before(A) == 0.0 and plan.acquire(A)
     plan.failed(A)
     plan.release(A)
@@ -180,13 +185,7 @@ def test_plan_spends_retries_on_the_least_failed_deployment_when_all_are_cooling
     for _ in range(5):
         board.failure("b", cooldown=60)  # plainly dead
     board.failure("a", cooldown=60)  # failed once, like its neighbours of a flaky upstream
-    plan = AttemptPlan(
-        policy=RoutePolicy(retries=4, cooldown=60),
-        board=board,
-        backoff=Backoff(base=0.001, cap=0.001),
-        rng=random.Random(0),
-        deployments=(A, B),
-    )
+    plan = ab_plan(board, retries=4, cooldown=60, backoff=0.001)
     for d in (A, B):  # first tries are free, whatever the breaker says
         assert plan.before(d) == 0.0 and plan.acquire(d)
         plan.failed(d)
