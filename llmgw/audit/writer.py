@@ -1,9 +1,9 @@
 """Seals records into the chain and writes them, synchronously or in batches.
 
 * ``sync``: :meth:`AuditWriter.append` (or :meth:`~AuditWriter.commit`, which also returns
-  the record as sealed) returns once the record is in the sink. The
-  middleware writes a start record before the handler runs and the completed record after,
-  so a crash leaves a visible incomplete request, never a missing one. Concurrent appends
+  the record as sealed) returns once the record is in the sink. The middleware writes a
+  start record before the handler runs and the completed record after, so a crash leaves
+  a visible incomplete request, never a missing one. Concurrent appends
   are committed together (group commit): each enqueues its record and waits; one commit
   task seals everything waiting, in arrival order, writes it in one sink call and wakes
   every waiter with its sealed record, or with :class:`AuditUnavailableError` for all of
