@@ -280,8 +280,12 @@ class BedrockUsageTap:
     def _full(self, frame: bytes) -> None:
         """Decode and account one frame (or fail on what cannot be decoded)."""
         try:
-            for message in self._decoder.feed(frame):
-                self.on_message(message)
+            # A compact chunk comes back as its inner event, with no message object built.
+            for item in self._decoder.feed_chunks(frame):
+                if isinstance(item, bytes):
+                    self.on_event(event_type(item), item)
+                else:
+                    self.on_message(item)
         except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self._fail(exc)
 
