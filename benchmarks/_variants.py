@@ -73,6 +73,13 @@ LIMITS_REDIS = {
     "storage": BARE["storage"] + '\nredis_url = "$redis"',
     "limits": '[limits]\nenabled = true\nbackend = "redis"\nkey_prefix = "$prefix"\n' + _HUGE,
 }
+#: The same, each instance leasing 1 % of every limit at a time (``llmgw.limits.leased``).
+LIMITS_REDIS_LEASED = {
+    **LIMITS_REDIS,
+    "limits": LIMITS_REDIS["limits"].replace(
+        'backend = "redis"\n', 'backend = "redis"\nlease_fraction = 0.01\n'
+    ),
+}
 AUDIT_BATCHED = {"audit": '[audit]\nenabled = true\nmode = "batched"'}
 AUDIT_SYNC = {"audit": '[audit]\nenabled = true\nmode = "sync"'}
 #: Three providers behind one model name, all the same upstream: the cost of choosing.
@@ -154,6 +161,7 @@ VARIANTS: tuple[Variant, ...] = (
     _feature("llmgw+metering", METERING, within_bare(0.05)),
     _feature("llmgw+limits-memory", LIMITS_MEMORY, added_ttfb(0.05)),
     _feature("llmgw+limits-redis", LIMITS_REDIS, added_ttfb_per_redis_rtt()),
+    _feature("llmgw+limits-redis-leased", LIMITS_REDIS_LEASED, added_ttfb_per_redis_rtt()),
     _feature("llmgw+audit-batched", AUDIT_BATCHED, within_bare(0.05)),
     _feature("llmgw+audit-sync", AUDIT_SYNC, added_ttfb(1.0)),
     _feature("llmgw+routing", ROUTING, added_ttfb(0.05)),

@@ -344,7 +344,7 @@ async def test_a_settle_nobody_waits_for_that_cannot_be_applied_is_logged(
 ) -> None:
     async def reserve_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)  # the reservation's EVALSHA
-        writer.write(b"$6\r\n0;1;-1\r\n")  # nothing refused, 1 lease open
+        writer.write(b"$8\r\n0;1;-1;0\r\n")  # nothing refused, 1 lease open, no allowance
         await writer.drain()
         writer.close()  # then Redis is gone
 

@@ -121,6 +121,12 @@ class LimitsConfig:
     key_prefix: str = "llmgw:limits:"
     #: Redis socket timeout (seconds): the most a dead Redis adds to a request.
     redis_timeout: float = 0.25
+    #: Redis backend: lease this share of each limit to the instance at a time
+    #: (:mod:`llmgw.limits.leased`), so most requests are charged without a round trip;
+    #: 0 (the default) charges every request in Redis.
+    lease_fraction: float = 0.0
+    #: Seconds an instance keeps a leased allowance before giving back what is left.
+    lease_hold: float = 1.0
     #: Longest a concurrent-stream slot is held if its gateway dies without releasing it.
     stream_lease: float = 3600.0
     #: Body bytes per input token when bounding a reservation; 1 is a strict bound.
@@ -242,6 +248,8 @@ def parse_limits(sec: Section, present: bool) -> LimitsConfig:
         failure_mode=sec.get_str("failure_mode", d.failure_mode),
         key_prefix=sec.get_str("key_prefix", d.key_prefix),
         redis_timeout=sec.get_float("redis_timeout", d.redis_timeout),
+        lease_fraction=sec.get_float("lease_fraction", d.lease_fraction),
+        lease_hold=sec.get_float("lease_hold", d.lease_hold),
         stream_lease=sec.get_float("stream_lease", d.stream_lease),
         input_bytes_per_token=sec.get_float("input_bytes_per_token", d.input_bytes_per_token),
         defaults=parse_limit_sets(sec.table("defaults"), sec.path("defaults")),
@@ -251,7 +259,9 @@ def parse_limits(sec: Section, present: bool) -> LimitsConfig:
         raise ConfigError(f"{sec.path('backend')}: expected 'memory' or 'redis'")
     if cfg.failure_mode not in ("fail_closed", "fail_open"):
         raise ConfigError(f"{sec.path('failure_mode')}: expected 'fail_closed' or 'fail_open'")
-    for name in ("redis_timeout", "stream_lease", "input_bytes_per_token"):
+    if not 0 <= cfg.lease_fraction <= 1:
+        raise ConfigError(f"{sec.path('lease_fraction')}: must be between 0 and 1")
+    for name in ("redis_timeout", "stream_lease", "input_bytes_per_token", "lease_hold"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{sec.path(name)}: must be positive")
     if cfg.policy_ttl < 0:

@@ -25,6 +25,7 @@ from ..context import RequestContext
 from ..pricing import PriceTable
 from .counters import Counter, CounterBackend, Reserved, StoreUnavailableError
 from .estimate import Estimate, WorstCase, estimate_request
+from .leased import LeasedCounters
 from .memory import MemoryCounters
 from .messages import (
     BudgetExceededError,
@@ -307,7 +308,7 @@ class Limiter:
         if res.settled:
             return
         backend = res.backend
-        if isinstance(backend, MemoryCounters | RedisCounters):
+        if isinstance(backend, MemoryCounters | RedisCounters | LeasedCounters):
             res.settled = True
             backend.settle_nowait(res.counters, self._deltas(res, ctx), res.token)
         else:

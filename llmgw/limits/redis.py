@@ -39,9 +39,12 @@ end
 """
 
 #: KEYS: the settles riding along (S of them), then one per counter. ARGV: now_ms, token, S,
-#: S settle entries, then one "kind,limit,amount,bucket,oldest,ttl_ms" per counter (one
+#: S settle entries, then one "kind,limit,amount,bucket,oldest,ttl_ms,want" per counter (one
 #: string each: packing and parsing dozens of arguments costs more on the client than the
-#: script does on the server). The settles apply first. Returns "refused;used,...;first,..."
+#: script does on the server). The settles apply first. ``want`` asks for an allowance on
+#: top of the amount (:mod:`.leased`): up to a quarter of what is left after the request,
+#: none if that is less than the amount, charged like the request (a window's units, or
+#: stream slots named ``token#1``...). Returns "refused;used,...;first,...;granted,..."
 #: with ``refused`` 1-based, 0 for none.
 RESERVE_LUA = (
     _SETTLE_STEP
@@ -51,7 +54,7 @@ local token = ARGV[2]
 local base = tonumber(ARGV[3])
 for i = 1, base do settle(KEYS[i], ARGV[3 + i]) end
 local n = #KEYS - base
-local specs, used, first = {}, {}, {}
+local specs, used, first, granted = {}, {}, {}, {}
 local refused = 0
 for i = 1, n do
   local f = {}
@@ -77,7 +80,7 @@ for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     total = redis.call('ZCARD', key)
   end
-  used[i], first[i] = total, oldest
+  used[i], first[i], granted[i] = total, oldest, 0
   if refused == 0 and (total + amount > limit or total >= limit) then
     refused = i
     if kind ~= 'w' then  -- the earliest lease expiry says when a slot frees up
@@ -92,19 +95,28 @@ if refused == 0 then
     local key = KEYS[base + i]
     local ttl = tonumber(f[6])
     local amount = tonumber(f[3])
+    local want = tonumber(f[7] or '0')
+    local extra = 0
+    if want > 0 then
+      extra = math.min(want, math.floor((tonumber(f[2]) - used[i] - amount) / 4))
+      if extra < math.max(amount, 1) then extra = 0 end  -- too little to serve a request
+    end
     if f[1] == 'w' then
       -- A window key lives ttl past its newest bucket: extended when a bucket starts.
-      if redis.call('HINCRBY', key, f[4], amount) == amount then
+      if redis.call('HINCRBY', key, f[4], amount + extra) == amount + extra then
         redis.call('PEXPIRE', key, ttl)
       end
     else
       redis.call('ZADD', key, now + ttl, token)
+      for j = 1, extra do redis.call('ZADD', key, now + ttl, token .. '#' .. j) end
       redis.call('PEXPIRE', key, ttl)
     end
-    used[i] = used[i] + amount
+    used[i] = used[i] + amount + extra
+    granted[i] = extra
   end
 end
 return refused .. ';' .. table.concat(used, ',') .. ';' .. table.concat(first, ',')
+  .. ';' .. table.concat(granted, ',')
 """
 )
 
@@ -153,22 +165,33 @@ class RedisCounters:
         self._flushing: set[asyncio.Task[None]] = set()
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
+        return (await self.reserve_granting(counters, token, now, None))[0]
+
+    async def reserve_granting(
+        self, counters: Sequence[Counter], token: str, now: float, wants: Sequence[int] | None
+    ) -> tuple[Reserved, tuple[int, ...]]:
+        """:meth:`reserve`, asking for ``wants[i]`` more units (stream slots) of counter
+        ``i`` as an allowance; returns what was seen and what each counter granted."""
         carried = self._take_settles()
         keys, args = carried.keys, [str(int(now * 1000)), token, str(len(carried.keys))]
         args += carried.specs
-        for c in counters:
+        for i, c in enumerate(counters):
             ttl_ms = max(int(c.ttl * 1000), 1)
+            want = wants[i] if wants is not None else 0
             keys.append(c.key)
-            args.append(f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms}")
+            args.append(
+                f"{c.kind.value},{c.limit},{c.amount},{c.bucket},{c.oldest},{ttl_ms},{want}"
+            )
         reply = await self._carrying(carried, self._reserve, keys, args)
         if not isinstance(reply, bytes):
             raise StoreUnavailableError(f"redis: unexpected reserve reply {reply!r}")
-        refused, used, first = reply.decode().split(";")
-        return Reserved(
+        refused, used, first, granted = reply.decode().split(";")
+        seen = Reserved(
             refused=int(refused) - 1 if refused != "0" else None,
             used=tuple(int(v) for v in used.split(",")),
             first=tuple(int(v) for v in first.split(",")),
         )
+        return seen, tuple(int(v) for v in granted.split(","))
 
     async def settle(self, counters: Sequence[Counter], deltas: Sequence[int], token: str) -> None:
         if not self._queue_settle(counters, deltas, token):
@@ -195,10 +218,22 @@ class RedisCounters:
             pending.specs.append(f"{c.kind.value},{c.bucket},{delta},{token}")
         if len(pending.keys) == before:
             return False
+        self._arm_flush()
+        return True
+
+    def give_back(self, key: str, kind: CounterKind, bucket: int, amount: int, token: str) -> None:
+        """Queue the return of an allowance (:mod:`.leased`): ``amount`` units out of a
+        window's ``bucket``, or the stream slot named ``token``. A failure is logged; what
+        was not returned leaves the window with its bucket (a slot expires)."""
+        self._pending.keys.append(key)
+        self._pending.specs.append(f"{kind.value},{bucket},{-amount},{token}")
+        self._pending.unwatched += 1
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(self.settle_delay, self._flush_later)
-        return True
 
     def _take_settles(self) -> _Settles:
         carried, self._pending = self._pending, _Settles()
@@ -272,7 +307,8 @@ class _Settles:
     def fail(self, exc: Exception) -> None:
         if self.unwatched:
             log.error(
-                "could not settle %d requests (their leases expire on their own): %s",
+                "could not settle %d requests or returned allowances (stream leases expire"
+                " on their own): %s",
                 self.unwatched,
                 exc,
             )

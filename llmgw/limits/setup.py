@@ -32,7 +32,12 @@ def build_limiter(config: GatewayConfig, *, policies: CachedPolicies | None = No
         from .redis import RedisCounters
 
         assert config.storage.redis_url is not None  # checked by parse_config
-        counters = RedisCounters(config.storage.redis_url, timeout=cfg.redis_timeout)
+        shared = RedisCounters(config.storage.redis_url, timeout=cfg.redis_timeout)
+        counters = shared
+        if cfg.lease_fraction:
+            from .leased import LeasedCounters
+
+            counters = LeasedCounters(shared, fraction=cfg.lease_fraction, hold=cfg.lease_hold)
     else:
         counters = MemoryCounters()
     return Limiter(
