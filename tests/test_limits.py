@@ -264,6 +264,16 @@ async def test_parallel_reservations_never_exceed_the_limit(
     assert sorted(r.used[0] for r in granted) == [100 * i for i in range(1, 8)]
 
 
+async def test_counts_of_fifteen_digits_and_more_stay_exact(
+    backend: tuple[CounterBackend, str],
+) -> None:
+    # A $1e9 budget is 1e15 micro-dollars; Lua prints such numbers as "1e+15" unless told.
+    store, p = backend
+    c = [window(p + "usd", 10**15, 123_456_789_012_345)]
+    assert (await store.reserve(c, "a", 1000.0)).used == (123_456_789_012_345,)
+    assert (await store.reserve(c, "b", 1000.0)).used == (246_913_578_024_690,)
+
+
 async def test_settle_corrects_to_actual_and_frees_the_rest(
     backend: tuple[CounterBackend, str],
 ) -> None:

@@ -93,6 +93,14 @@ async def test_reservations_within_an_allowance_are_charged_without_a_round_trip
     assert await redis.zcard(prefix + "streams") > 11
 
 
+async def test_allowances_of_a_huge_limit_are_counted_exactly(
+    instances: list[LeasedCounters], prefix: str, redis: aioredis.Redis
+) -> None:
+    usd = window(prefix + "usd", 10**15, 5_000_001)  # a $1e9 budget, in micro-dollars
+    assert (await instances[0].reserve([usd], "a", NOW)).used == (5_000_001,)
+    assert await window_total(redis, prefix + "usd") == 5_000_001 + 10**14
+
+
 async def test_two_leasing_instances_together_never_pass_a_limit(
     instances: list[LeasedCounters], prefix: str, redis: aioredis.Redis
 ) -> None:

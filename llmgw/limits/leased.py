@@ -56,9 +56,6 @@ class _Allowance:
         #: Loop time at which what is left goes back.
         self.until = until
 
-    def left(self) -> int:
-        return self.free or len(self.slots)
-
 
 class LeasedCounters:
     """:class:`~llmgw.limits.redis.RedisCounters` with allowances served in this process.
@@ -100,16 +97,18 @@ class LeasedCounters:
             # Allowances granted meanwhile to requests that raced this one may cover it.
             return self._from_allowances(counters, token, asyncio.get_running_loop().time()) or seen
         used = list(seen.used)
-        until = asyncio.get_running_loop().time() + self.hold
+        loop_now = asyncio.get_running_loop().time()
         for i, c in enumerate(counters):
             extra = granted[i]
             if not extra:
                 continue
             a = self._allowances.get(c.key)
-            if a is None or a.bucket != c.bucket:
+            if a is None or a.bucket != c.bucket or a.until <= loop_now:
                 if a is not None:
                     self._return(c.key, a)
-                a = self._allowances[c.key] = _Allowance(c.bucket, 0, seen.first[i], until)
+                a = self._allowances[c.key] = _Allowance(
+                    c.bucket, 0, seen.first[i], loop_now + self.hold
+                )
             # else granted to requests that raced this one: one allowance, the first's life
             a.used = max(a.used, seen.used[i])
             if c.kind is _WINDOW:

@@ -49,6 +49,13 @@ end
 RESERVE_LUA = (
     _SETTLE_STEP
     + """
+-- Lua writes a number of 15 digits or more as "1e+14": integers go out through %d.
+local function int(v) return string.format('%d', v) end
+local function ints(t)
+  local out = {}
+  for i = 1, #t do out[i] = int(t[i]) end
+  return table.concat(out, ',')
+end
 local now = tonumber(ARGV[1])
 local token = ARGV[2]
 local base = tonumber(ARGV[3])
@@ -103,20 +110,20 @@ if refused == 0 then
     end
     if f[1] == 'w' then
       -- A window key lives ttl past its newest bucket: extended when a bucket starts.
-      if redis.call('HINCRBY', key, f[4], amount + extra) == amount + extra then
+      if redis.call('HINCRBY', key, f[4], int(amount + extra)) == amount + extra then
         redis.call('PEXPIRE', key, ttl)
       end
     else
-      redis.call('ZADD', key, now + ttl, token)
-      for j = 1, extra do redis.call('ZADD', key, now + ttl, token .. '#' .. j) end
+      local expiry = int(now + ttl)
+      redis.call('ZADD', key, expiry, token)
+      for j = 1, extra do redis.call('ZADD', key, expiry, token .. '#' .. j) end
       redis.call('PEXPIRE', key, ttl)
     end
     used[i] = used[i] + amount + extra
     granted[i] = extra
   end
 end
-return refused .. ';' .. table.concat(used, ',') .. ';' .. table.concat(first, ',')
-  .. ';' .. table.concat(granted, ',')
+return refused .. ';' .. ints(used) .. ';' .. ints(first) .. ';' .. ints(granted)
 """
 )
 
