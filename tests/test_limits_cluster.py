@@ -351,3 +351,41 @@ async def test_redis_outage_fails_closed_or_open_as_configured_and_never_hangs(
     assert max(t for _, t, _ in opened) < 2.0
     assert any("fail open" in r.getMessage() for r in caplog.records)
     assert len(fake_anthropic.requests) == 2 + 3
+
+
+async def test_a_leasing_gateway_serves_its_allowance_then_fails_closed_when_redis_dies(
+    aiohttp_client: AiohttpClient,
+    fake_anthropic: FakeAnthropic,
+    own_redis: tuple[int, asyncio.subprocess.Process],
+) -> None:
+    port, redis_proc = own_redis
+    hold = 2.0
+    limits = LimitsConfig(
+        enabled=True,
+        backend="redis",
+        redis_timeout=0.2,
+        lease_fraction=0.1,
+        lease_hold=hold,
+        defaults=parse_limit_sets({"global": {"rpm": 1000}}, "d"),
+    )
+    storage = StorageConfig(url="sqlite://:memory:", redis_url=f"redis://127.0.0.1:{port}/0")
+    client = await aiohttp_client(
+        make_app(gateway_config(str(fake_anthropic.url), limits=limits, storage=storage))
+    )
+
+    async def status() -> int:
+        async with client.post("/v1/messages", json=BODY, headers=HEADERS) as resp:
+            await resp.read()
+            return resp.status
+
+    assert await status() == 200  # charged in Redis, with an allowance of 100 requests
+    redis_proc.kill()
+    await redis_proc.wait()
+    t0 = time.monotonic()
+    # The allowance was charged while Redis was up: it is spent here until its time is up.
+    assert [await status() for _ in range(5)] == [200] * 5
+    await asyncio.sleep(max(0.0, t0 + hold + 0.1 - time.monotonic()))
+    started = time.monotonic()
+    assert await status() == 503  # nothing left here, and Redis cannot be asked
+    assert time.monotonic() - started < 2.0
+    assert len(fake_anthropic.requests) == 6
