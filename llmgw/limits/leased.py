@@ -4,11 +4,11 @@ A reservation that goes to Redis also asks, for each of its counters, for an all
 top of what the request takes: ``fraction`` of the limit (at least two requests' worth; at
 most ``max_slots`` stream slots), never more than a quarter of what the counter has left
 after the request, and nothing when that is less than a request, so allowances shrink to
-nothing near a limit. An allowance is
-charged in Redis like a request, in the same atomic script, so the requests of every
-instance plus every outstanding allowance still fit the limit: the cap holds across
-instances exactly as it does without leasing. A later request whose counters all have
-enough allowance is charged here, synchronously, with no round trip.
+nothing near a limit. An allowance is charged in Redis like a request, in the same atomic
+script, so the requests of every instance plus every outstanding allowance still fit the
+limit: the cap holds across instances exactly as it does without leasing. A later request
+whose counters all have enough allowance is charged here, synchronously, with no round
+trip.
 
 An allowance lives in its window bucket and for at most ``hold`` seconds; then what is
 left of it goes back to Redis (riding the next script, as settles do). A settle's
