@@ -44,14 +44,14 @@ class _Allowance:
 
     __slots__ = ("bucket", "first", "free", "slots", "until", "used")
 
-    def __init__(self, bucket: int, used: int, first: int, until: float) -> None:
+    def __init__(self, bucket: int, first: int, until: float) -> None:
         self.bucket = bucket
         #: Window units left (a stream counter keeps ``slots`` instead).
         self.free = 0
         #: Stream slots left: the names of their leases in Redis.
         self.slots: list[str] = []
         #: The counter's total and oldest charged bucket as Redis last reported them.
-        self.used = used
+        self.used = 0
         self.first = first
         #: Loop time at which what is left goes back.
         self.until = until
@@ -81,8 +81,8 @@ class LeasedCounters:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def reserve(self, counters: Sequence[Counter], token: str, now: float) -> Reserved:
-        loop_now = asyncio.get_running_loop().time()
-        seen = self._from_allowances(counters, token, loop_now)
+        loop = asyncio.get_running_loop()
+        seen = self._from_allowances(counters, token, loop.time())
         if seen is not None:
             return seen
         for c in counters:
@@ -95,9 +95,9 @@ class LeasedCounters:
         seen, granted = await self.redis.reserve_granting(counters, token, now, wants)
         if seen.refused is not None:
             # Allowances granted meanwhile to requests that raced this one may cover it.
-            return self._from_allowances(counters, token, asyncio.get_running_loop().time()) or seen
+            return self._from_allowances(counters, token, loop.time()) or seen
         used = list(seen.used)
-        loop_now = asyncio.get_running_loop().time()
+        loop_now = loop.time()
         for i, c in enumerate(counters):
             extra = granted[i]
             if not extra:
@@ -107,7 +107,7 @@ class LeasedCounters:
                 if a is not None:
                     self._return(c.key, a)
                 a = self._allowances[c.key] = _Allowance(
-                    c.bucket, 0, seen.first[i], loop_now + self.hold
+                    c.bucket, seen.first[i], loop_now + self.hold
                 )
             # else granted to requests that raced this one: one allowance, the first's life
             a.used = max(a.used, seen.used[i])
@@ -117,7 +117,7 @@ class LeasedCounters:
                 a.slots += [f"{token}#{j}" for j in range(1, extra + 1)]
             used[i] -= extra  # the allowance is this instance's to use: not spent yet
         if self._sweeper is None and self._allowances:
-            self._sweeper = asyncio.get_running_loop().call_later(self.hold, self._sweep)
+            self._sweeper = loop.call_later(self.hold, self._sweep)
         return Reserved(refused=None, used=tuple(used), first=seen.first)
 
     def _from_allowances(
@@ -191,13 +191,14 @@ class LeasedCounters:
         """Return the allowances whose time is up (a busy counter renews its own on the
         request that finds it expired; this is for those no request asks for any more)."""
         self._sweeper = None
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for key, a in list(self._allowances.items()):
             if a.until <= now:
                 del self._allowances[key]
                 self._return(key, a)
         if self._allowances:
-            self._sweeper = asyncio.get_running_loop().call_later(self.hold, self._sweep)
+            self._sweeper = loop.call_later(self.hold, self._sweep)
 
     def _return(self, key: str, a: _Allowance) -> None:
         """Give what is left of ``a`` back to Redis (with the next script)."""

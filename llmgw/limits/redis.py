@@ -102,7 +102,7 @@ if refused == 0 then
     local key = KEYS[base + i]
     local ttl = tonumber(f[6])
     local amount = tonumber(f[3])
-    local want = tonumber(f[7] or '0')
+    local want = tonumber(f[7])
     local extra = 0
     if want > 0 then
       extra = math.min(want, math.floor((tonumber(f[2]) - used[i] - amount) / 4))
