@@ -55,6 +55,7 @@ async def stream_response(
     if isinstance(begun, web.StreamResponse):
         return begun
     resp, adapter = begun
+    del begun  # the tuple would live as long as the stream
     # A plain pass-through hands each chunk to the client before its tap reads it: the
     # client's first byte does not wait for message_start to be parsed.
     tap_after = type(adapter) is PassThrough
@@ -185,6 +186,8 @@ async def _begin(
     wrap = request.get(ADAPTER_WRAPPER)
     if wrap is not None:  # audit body capture: a tap on exactly what the client is sent
         adapter = wrap(ctx, adapter)
+    # The live usage from here on; the context's own empty one goes now, not at the end.
+    ctx.usage = adapter.usage
     passthrough_length = adapter.content_type is None and "content-encoding" not in up.headers
     resp = web.StreamResponse(
         status=up.status,

@@ -29,14 +29,19 @@ __all__ = ("build_route_table", "client_session_ctx", "database_ctx", "make_app"
 
 async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one upstream ``ClientSession``: no total timeout (streams are long), a sized pool,
-    no decompression (bytes pass through as sent)."""
+    no decompression (bytes pass through as sent), and no cookie jar: one session serves
+    every client, so a cookie an upstream sets for one must never ride along with another's
+    request (and a jar costs a lookup and a filtered copy per request)."""
     up = app[CONFIG].upstream
     connector = aiohttp.TCPConnector(limit=up.pool_size, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(
         total=None, connect=None, sock_connect=up.connect_timeout, sock_read=None
     )
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[SESSION] = session
         yield

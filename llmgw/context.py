@@ -95,8 +95,15 @@ class RequestContext:
     #: Cost of the closed usage record in integer micro-dollars, set by metering on its way
     #: out (``None``: metering did not run or the model has no known price).
     cost_micros: int | None = None
-    #: Free slots for middlewares that need to pass data to their own exit half.
-    extras: dict[str, Any] = field(default_factory=dict)
+    _extras: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """Free slots for middlewares that need to pass data to their own exit half;
+        created on first use (most requests need none, and an open stream holds it)."""
+        if self._extras is None:
+            self._extras = {}
+        return self._extras
 
     @property
     def upstream_model(self) -> str | None:

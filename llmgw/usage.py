@@ -10,7 +10,8 @@ stops parsing and flags the usage as incomplete: the client's stream is never af
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._json import loads
@@ -54,7 +55,8 @@ class Usage:
     cache_creation_1h_tokens: int = 0
     cache_read_input_tokens: int = 0
     thinking_tokens: int | None = None
-    server_tool_use: dict[str, int] = field(default_factory=dict)
+    #: ``None`` until reported (most responses never do: one dict less per open stream).
+    server_tool_use: dict[str, int] | None = None
     message_id: str | None = None
     model: str | None = None
     stop_reason: str | None = None
@@ -104,7 +106,9 @@ def usage_from_message(message: dict[str, Any], usage: Usage | None = None) -> U
         usage.update(reported)
         usage.final = True
     usage.message_id = message.get("id") if isinstance(message.get("id"), str) else None
-    usage.model = message.get("model") if isinstance(message.get("model"), str) else None
+    model = message.get("model")
+    # Interned: one string per model name, not one per open stream.
+    usage.model = sys.intern(model) if isinstance(model, str) else None
     stop = message.get("stop_reason")
     usage.stop_reason = stop if isinstance(stop, str) else None
     return usage

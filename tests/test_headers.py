@@ -190,6 +190,27 @@ async def test_query_string_travels_byte_for_byte(
     assert fake_anthropic.requests[0].path_qs == raw
 
 
+async def test_a_cookie_an_upstream_sets_never_rides_on_a_later_request(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    # One upstream session serves every client: a jar would hand one client's cookie to
+    # the next. By host name, since aiohttp's default jar ignores cookies of IP addresses.
+    by_name = str(fake_anthropic.url.with_host("localhost"))
+    client = await gateway(gateway_config(by_name))
+    fake_anthropic.queue(Reply(headers={"set-cookie": "__cf_bm=tenant-a; Path=/"}), Reply())
+    for _ in range(2):
+        resp = await client.post(
+            "/v1/messages",
+            json={"model": "claude-sonnet-4-6", "max_tokens": 1, "messages": []},
+            headers={"anthropic-version": "2023-06-01"},
+        )
+        assert resp.status == 200
+        await resp.read()
+    first, second = fake_anthropic.requests
+    assert first.headers["host"].startswith("localhost:")
+    assert "cookie" not in second.headers
+
+
 def _capture(into: list[RequestContext]) -> Middleware:
     @web.middleware
     async def capture(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -6,7 +6,9 @@ other field is the upstream's to judge, so new API fields pass through untouched
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
+from functools import partial
 
 from aiohttp import web
 
@@ -28,20 +30,13 @@ async def _prepare(request: web.Request, operation: Operation) -> None:
         raise InvalidRequestError("model: field required and must be a non-empty string")
     ctx.client_format = ApiFormat.ANTHROPIC
     ctx.operation = operation
-    ctx.requested_model = model
+    ctx.requested_model = sys.intern(model)  # one string per model, not per open stream
     ctx.stream = operation is Operation.MESSAGES and body.get("stream") is True
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/messages``, streaming or not."""
-    await _prepare(request, Operation.MESSAGES)
-    return await relay(request)
-
-
-async def count_tokens(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/messages/count_tokens``."""
-    await _prepare(request, Operation.COUNT_TOKENS)
-    return await relay(request)
+#: ``POST /v1/messages``, streaming or not, and ``POST /v1/messages/count_tokens``.
+messages = partial(relay, prepare=partial(_prepare, operation=Operation.MESSAGES))
+count_tokens = partial(relay, prepare=partial(_prepare, operation=Operation.COUNT_TOKENS))
 
 
 async def list_models(request: web.Request) -> web.Response:

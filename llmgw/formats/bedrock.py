@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -84,7 +85,7 @@ def as_bedrock_error(exc: LlmgwError) -> LlmgwError:
     return exc
 
 
-async def _invoke(request: web.Request) -> web.StreamResponse:
+async def _parse_invoke(request: web.Request) -> None:
     model, action = bedrock_model_id(request.raw_path)
     if action in _CONVERSE:
         raise NotSupportedError(f"Bedrock {action} is not served by this gateway; use invoke")
@@ -97,7 +98,9 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
     ctx.stream = stream
     ctx.requested_model = model
     await get_body(request)
-    return await relay(request)
+
+
+_invoke = partial(relay, prepare=_parse_invoke)
 
 
 def _profile(route: Route, profile_id: str, region: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ are recorded but not used upstream: the provider's own configuration decides whe
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from ..context import get_body, get_context
@@ -41,7 +43,7 @@ def vertex_model_id(raw_path: str) -> tuple[str, str]:
     return decode_model_id(raw_id), action
 
 
-async def _predict(request: web.Request) -> web.StreamResponse:
+async def _parse_predict(request: web.Request) -> None:
     model, action = vertex_model_id(request.raw_path)
     ctx = get_context(request)
     body = await get_body(request)
@@ -61,7 +63,9 @@ async def _predict(request: web.Request) -> web.StreamResponse:
     ctx.client_format = ApiFormat.VERTEX
     ctx.extras["vertex.project"] = request.match_info.get("project")
     ctx.extras["vertex.location"] = request.match_info.get("location")
-    return await relay(request)
+
+
+_predict = partial(relay, prepare=_parse_predict)
 
 
 def add_vertex_routes(router: web.UrlDispatcher) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multidict import CIMultiDict
 from yarl import URL
 
 from ..typedefs import ApiFormat, Operation
@@ -43,7 +42,7 @@ class AnthropicProvider:
         # encoded=True: the client's query string travels byte for byte (``?beta=true``).
         raw = self.base_url.rstrip("/") + "/" + _PATHS[call.operation]
         url = URL(raw + "?" + call.query if call.query else raw, encoded=True)
-        headers = CIMultiDict(call.headers)
+        headers = call.headers  # built for this call: added to, not copied
         headers.setdefault("anthropic-version", DEFAULT_VERSION)
         headers["content-type"] = "application/json"
         if self.api_key:

@@ -25,6 +25,7 @@ class UpstreamCall:
     model: str
     body: bytes
     #: Client headers that may travel upstream (credentials and hop-by-hop already gone).
+    #: Built for this one call: ``build`` adds the provider's own to it in place.
     headers: CIMultiDict[str]
     #: The client's raw query string (``beta=true``), kept for same-format calls.
     query: str = ""

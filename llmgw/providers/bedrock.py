@@ -120,7 +120,7 @@ class BedrockProvider:
         url = URL(
             f"{self.base_url}/model/{quote_model_id(call.model)}/{_action(call)}", encoded=True
         )
-        headers = CIMultiDict(call.headers)
+        headers = call.headers  # built for this call: added to, not copied
         for name in ("authorization", "host", "x-amz-date", "x-amz-security-token"):
             headers.popall(name, None)
         headers["content-type"] = "application/json"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from multidict import CIMultiDict
 from yarl import URL
 
 from ..betas import VERTEX_BETAS, BetaPolicy, beta_policy_from_options
@@ -201,7 +200,7 @@ class VertexProvider:
         )
         base = self.base_url if self._base_url_fixed else vertex_base_url(region)
         url = URL(base + path, encoded=True)
-        headers = CIMultiDict(call.headers)
+        headers = call.headers  # built for this call: added to, not copied
         headers.popall("x-goog-api-key", None)
         headers["content-type"] = "application/json"
         headers["authorization"] = f"Bearer {token}"
