@@ -55,30 +55,30 @@ _RECOMPUTED_REQUEST = frozenset({"host", "content-length", "accept-encoding", "e
 _RECOMPUTED_RESPONSE = frozenset({"content-length", "server", "date", "set-cookie"})
 
 
-def _connection_tokens(headers: MultiMapping[str]) -> set[str]:
-    """Extra hop-by-hop names a peer listed in ``Connection`` (RFC 9110 §7.6.1)."""
-    return {
-        token.strip().lower()
-        for value in headers.getall("connection", ())
-        for token in value.split(",")
-        if token.strip()
+_NOT_FORWARDED_REQUEST = _HOP_BY_HOP | CLIENT_CREDENTIAL_HEADERS | _RECOMPUTED_REQUEST
+_NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | _RECOMPUTED_RESPONSE
+#: ``Connection`` values that name no other header (the usual ones: nothing to parse).
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close", "upgrade"})
+
+
+def _dropped(headers: MultiMapping[str], fixed: frozenset[str]) -> frozenset[str]:
+    """``fixed`` plus the extra hop-by-hop names a peer listed in ``Connection``
+    (RFC 9110 §7.6.1)."""
+    listed = headers.getall("connection", ())
+    if not listed or (len(listed) == 1 and listed[0] in _PLAIN_CONNECTION):
+        return fixed
+    return fixed | {
+        token.strip().lower() for value in listed for token in value.split(",") if token.strip()
     }
 
 
 def forward_request_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """Client request headers minus hop-by-hop, credentials and recomputed ones."""
-    drop = _connection_tokens(headers)
+    drop = _dropped(headers, _NOT_FORWARDED_REQUEST)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        lower = name.lower()
-        if (
-            lower in _HOP_BY_HOP
-            or lower in CLIENT_CREDENTIAL_HEADERS
-            or lower in _RECOMPUTED_REQUEST
-            or lower in drop
-        ):
-            continue
-        out.add(name, value)
+        if name.lower() not in drop:
+            out.add(name, value)
     out["accept-encoding"] = "identity"
     return out
 
@@ -88,13 +88,10 @@ def forward_response_headers(
 ) -> CIMultiDict[str]:
     """Upstream response headers worth passing to the client (``request-id``,
     ``anthropic-ratelimit-*``, ``retry-after``, ``x-amzn-*``, content type...)."""
-    drop = _connection_tokens(headers)
+    drop = _dropped(headers, _NOT_FORWARDED_RESPONSE)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lower = name.lower()
-        if lower in _HOP_BY_HOP or lower in drop:
-            continue
-        if lower in _RECOMPUTED_RESPONSE and not (keep_length and lower == "content-length"):
-            continue
-        out.add(name, value)
+        if lower not in drop or (keep_length and lower == "content-length"):
+            out.add(name, value)
     return out

@@ -15,9 +15,14 @@ from ..typedefs import ApiFormat, Operation
 __all__ = ("Provider", "UpstreamCall", "UpstreamRequest", "check_options")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class UpstreamCall:
-    """A request already in the provider's wire format, before credentials are added."""
+    """A request already in the provider's wire format, before credentials are added.
+
+    Built per attempt and handed to one ``build``. Not frozen (as neither is
+    :class:`UpstreamRequest`): a frozen dataclass sets each field through
+    ``object.__setattr__``, ~3 us a request for the two where a plain one takes ~1.
+    """
 
     operation: Operation
     stream: bool
@@ -31,7 +36,7 @@ class UpstreamCall:
     query: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class UpstreamRequest:
     method: str
     url: URL
