@@ -9,6 +9,7 @@ refused here with a 400, so no provider ever sees it.
 from __future__ import annotations
 
 import re
+import sys
 from urllib.parse import quote, unquote
 
 from ..errors import InvalidRequestError
@@ -26,7 +27,8 @@ _ARN = re.compile(
 
 
 def decode_model_id(raw: str) -> str:
-    """Percent-decode a raw path segment and validate it as a model id (400 otherwise)."""
+    """Percent-decode a raw path segment and validate it as a model id (400 otherwise),
+    interned as the Anthropic format's body model is."""
     if not raw:
         raise InvalidRequestError("model id in the path is empty")
     if len(raw) > 3 * MAX_MODEL_ID_LENGTH:
@@ -46,7 +48,7 @@ def decode_model_id(raw: str) -> str:
         )
     if ".." in model or model == ".":
         raise InvalidRequestError("model id must not contain '..'")
-    return model
+    return sys.intern(model)  # one string per model, not one per open stream
 
 
 def quote_model_id(model: str) -> str:

@@ -9,7 +9,6 @@ adds microseconds, not a round trip.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -95,7 +94,7 @@ def routing_middleware(
         if route is None:
             raise NotFoundError(f"model: {model}")
         ctx = get_context(request)
-        ctx.requested_model = sys.intern(model)
+        ctx.requested_model = model
         ctx.route = route
         ctx.candidates, resting = order_candidates(route, health, chance)
         ctx.routing = AttemptPlan(
