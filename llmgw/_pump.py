@@ -131,7 +131,6 @@ async def stream_response(
         # handler_cancellation=True: account what was seen, then let the cancellation unwind.
         if ctx.finished_mono is None:  # (not when it came while closing: that is accounted)
             adapter.close()
-            ctx.usage = adapter.usage
             finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         raise
     finally:
@@ -148,7 +147,8 @@ async def _end(
     close_after_eof: bool = False,
 ) -> web.StreamResponse:
     """Close the stream: ``last`` written (the adapter's tail or an in-band error), the
-    usage and outcome on the context, and EOF unless the client is gone. A pass-through
+    outcome on the context (its usage is the adapter's since :func:`_begin`), and EOF
+    unless the client is gone. A pass-through
     adapter, which has no tail, is closed after the EOF went out (``close_after_eof``)."""
     if outcome is Outcome.CLIENT_DISCONNECTED:
         adapter.close()
@@ -166,7 +166,6 @@ async def _end(
     finally:
         if close_after_eof:
             adapter.close()
-        ctx.usage = adapter.usage
     return resp
 
 
@@ -186,7 +185,8 @@ async def _begin(
     wrap = request.get(ADAPTER_WRAPPER)
     if wrap is not None:  # audit body capture: a tap on exactly what the client is sent
         adapter = wrap(ctx, adapter)
-    # The live usage from here on; the context's own empty one goes now, not at the end.
+    # The live usage from here on, whatever ends the stream; the context's own empty one
+    # goes now, not at the end.
     ctx.usage = adapter.usage
     passthrough_length = adapter.content_type is None and "content-encoding" not in up.headers
     resp = web.StreamResponse(
@@ -200,7 +200,6 @@ async def _begin(
     try:
         await resp.prepare(request)
     except ConnectionResetError:
-        ctx.usage = adapter.usage
         finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         return resp
     return resp, adapter

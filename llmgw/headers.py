@@ -58,14 +58,14 @@ _RECOMPUTED_RESPONSE = frozenset({"content-length", "server", "date", "set-cooki
 _NOT_FORWARDED_REQUEST = _HOP_BY_HOP | CLIENT_CREDENTIAL_HEADERS | _RECOMPUTED_REQUEST
 _NOT_FORWARDED_RESPONSE = _HOP_BY_HOP | _RECOMPUTED_RESPONSE
 #: ``Connection`` values that name no other header (the usual ones: nothing to parse).
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close", "upgrade"})
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "upgrade"})
 
 
 def _dropped(headers: MultiMapping[str], fixed: frozenset[str]) -> frozenset[str]:
     """``fixed`` plus the extra hop-by-hop names a peer listed in ``Connection``
     (RFC 9110 §7.6.1)."""
     listed = headers.getall("connection", ())
-    if not listed or (len(listed) == 1 and listed[0] in _PLAIN_CONNECTION):
+    if not listed or (len(listed) == 1 and listed[0].lower() in _PLAIN_CONNECTION):
         return fixed
     return fixed | {
         token.strip().lower() for value in listed for token in value.split(",") if token.strip()
