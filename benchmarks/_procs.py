@@ -59,6 +59,7 @@ async def start_child(
     logdir: Path,
     children: list[Child],
     env: Mapping[str, str] | None = None,
+    ready_timeout: float = 30,
 ) -> Child:
     """Start `argv`, pinned to `cpu`, and wait for its `listening on http://...` line."""
     log = logdir / f"{slug(name)}.log"
@@ -76,10 +77,12 @@ async def start_child(
         # Before the child starts any thread: its threads inherit the mask.
         os.sched_setaffinity(proc.pid, {cpu})
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(ready_timeout):
             child.url, child.ready_line = await _ready(child)
     except TimeoutError:
-        raise BenchError(f"{name} did not start within 30 s:\n{_tail(log)}") from None
+        raise BenchError(
+            f"{name} did not start within {ready_timeout:g} s:\n{_tail(log)}"
+        ) from None
     return child
 
 

@@ -51,11 +51,9 @@ async def stream_response(
     this frame, not a helper's: every frame on the await chain is held for as long as the
     stream lasts, ~0.3 KB each per open stream.
     """
-    begun = await _begin(request, ctx, up, deployment, cfg)
-    if isinstance(begun, web.StreamResponse):
-        return begun
-    resp, adapter = begun
-    del begun  # the tuple would live as long as the stream
+    resp, adapter = await _begin(request, ctx, up, deployment, cfg)
+    if adapter is None:
+        return resp
     # A plain pass-through hands each chunk to the client before its tap reads it: the
     # client's first byte does not wait for message_start to be parsed.
     tap_after = type(adapter) is PassThrough
@@ -175,9 +173,9 @@ async def _begin(
     up: aiohttp.ClientResponse,
     deployment: Deployment,
     cfg: UpstreamConfig,
-) -> tuple[web.StreamResponse, ResponseAdapter] | web.StreamResponse:
-    """The client's response prepared and the adapter that feeds it; only the response
-    when the client left before its headers went out."""
+) -> tuple[web.StreamResponse, ResponseAdapter | None]:
+    """The client's response prepared and the adapter that feeds it; no adapter when the
+    client left before its headers went out."""
     content_type = up.headers.get("content-type", "application/json")
     adapter = response_adapter(
         ctx, deployment, content_type, headers=up.headers, ping_interval=cfg.ping_interval
@@ -201,7 +199,7 @@ async def _begin(
         await resp.prepare(request)
     except ConnectionResetError:
         finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
-        return resp
+        return resp, None
     return resp, adapter
 
 

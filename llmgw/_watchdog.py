@@ -69,8 +69,7 @@ _TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Tick
 )
 
 
-def _ticker(poll: float) -> _Ticker:
-    loop = asyncio.get_running_loop()
+def _ticker(loop: asyncio.AbstractEventLoop, poll: float) -> _Ticker:
     per_loop = _TICKERS.get(loop)
     if per_loop is None:
         per_loop = _TICKERS[loop] = {}
@@ -109,7 +108,10 @@ class Watchdog:
 
     def __init__(self, request: web.Request, poll: float) -> None:
         self._request = request
-        task = asyncio.current_task()
+        # The loop from aiohttp's connection task, not asyncio.get_running_loop(): on
+        # CPython 3.11 that makes a getpid() system call each time (two per request here).
+        loop = request.task.get_loop()
+        task = asyncio.current_task(loop)  # the handler's own task
         assert task is not None
         self._task = task
         self.armed = False
@@ -117,7 +119,7 @@ class Watchdog:
         self.deadline: float | None = None
         self.ping_at: float | None = None
         self.reason: str | None = None
-        self._ticker: _Ticker | None = _ticker(poll)
+        self._ticker: _Ticker | None = _ticker(loop, poll)
         self._ticker.add(self)
 
     def check(self, now: float) -> None:

@@ -206,7 +206,8 @@ async def get_body(request: web.Request) -> JSON:
     if ctx.body is not None or ctx.raw_body is not None:
         return parsed_body(ctx)
     limit = request.client_max_size
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise RequestTooLargeError(f"request body exceeds the gateway limit of {limit} bytes")
     if request.can_read_body:
         raw = await _read_body(request.content, limit)

@@ -69,10 +69,16 @@ def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
 def _app_parts(
     request: web.Request, plan: AttemptPlan
 ) -> tuple[UpstreamConfig, aiohttp.ClientSession]:
-    """The upstream timeouts for this route and the shared session: one ``config_dict``
-    (a new ChainMapProxy per access), not held by the relay's frame for the stream."""
-    config = request.config_dict
-    return plan.upstream_config(config[CONFIG].upstream), config[SESSION]
+    """The upstream timeouts for this route and the shared session, not held by the
+    relay's frame for the stream. From the route's own app when it has them (the ready
+    gateway), else up the chain of apps (a surface mounted as a sub-app): ``config_dict``
+    builds a ChainMapProxy per access."""
+    app = request.app
+    config, session = app.get(CONFIG), app.get(SESSION)
+    if config is None or session is None:
+        chain = request.config_dict
+        config, session = chain[CONFIG], chain[SESSION]
+    return plan.upstream_config(config.upstream), session
 
 
 def _payload(body: bytes) -> bytes | io.BytesIO:
@@ -144,7 +150,8 @@ async def relay(
                 continue
             try:
                 up = await _call_upstream(request, session, ctx, deployment, plan, cfg, dog)
-                if isinstance(up, web.StreamResponse):
+                # (not isinstance(up, web.StreamResponse): an ABC, so a slow check)
+                if not isinstance(up, aiohttp.ClientResponse):
                     return up
                 if not ctx.keep_body and ctx.raw_body is not None:
                     # Answered: no failover can need the body now.

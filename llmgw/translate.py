@@ -182,6 +182,7 @@ def response_adapter(
 
     ``headers`` are the upstream's response headers (Bedrock reports token counts there);
     ``ping_interval`` paces the pings a translated stream gets while the upstream is silent.
+    A pass-through tap fills ``ctx.usage`` itself rather than a Usage of its own.
     """
     client = ctx.client_format or ApiFormat.ANTHROPIC
     provider = deployment.provider.format
@@ -201,16 +202,18 @@ def response_adapter(
         if client is ApiFormat.BEDROCK:
             if mapped and requested is not None:
                 return EventStreamModelRewrite(model=requested)
-            return PassThrough(BedrockUsageTap(), sse=False, eventstream=True)
+            return PassThrough(BedrockUsageTap(ctx.usage), sse=False, eventstream=True)
         return EventStreamToSSE(model=requested, ping_interval=ping_interval)
     if sse:
         if client is ApiFormat.BEDROCK:
             return SSEToEventStream(model=requested)
         if (translated or mapped) and requested is not None:
             return SSEModelRewrite(model=requested, content_type=content_type)
-        return PassThrough(SSEUsageTap(), sse=True)
+        return PassThrough(SSEUsageTap(ctx.usage), sse=True)
     tap: JSONUsageTap = (
-        BedrockJSONUsageTap(headers) if provider is ApiFormat.BEDROCK else JSONUsageTap()
+        BedrockJSONUsageTap(headers, usage=ctx.usage)
+        if provider is ApiFormat.BEDROCK
+        else JSONUsageTap(usage=ctx.usage)
     )
     if (translated or mapped) and requested is not None:
         return JSONTransform(set_model(requested), tap=tap)

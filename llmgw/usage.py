@@ -29,6 +29,10 @@ __all__ = (
 # before message_delta.
 _DELTA_OVERHEAD = 80
 _BYTES_PER_TOKEN = 4
+#: The plain counters of a ``usage`` object, copied as they come.
+_COUNTERS = frozenset(
+    ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+)
 
 
 class Outcome(enum.StrEnum):
@@ -75,27 +79,30 @@ class Usage:
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     def update(self, reported: dict[str, Any]) -> None:
-        """Apply an Anthropic ``usage`` object; values are cumulative, so the last one wins."""
-        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens"):
-            value = reported.get(name)
-            if isinstance(value, int):
-                setattr(self, name, value)
-        creation = reported.get("cache_creation_input_tokens")
-        if isinstance(creation, int):
-            self.cache_creation_input_tokens = creation
-        split = reported.get("cache_creation")
+        """Apply an Anthropic ``usage`` object; values are cumulative, so the last one wins.
+
+        One pass over the keys present (a ``message_delta`` often carries one): this runs
+        twice per stream, on every stream."""
+        split = None
+        for name, value in reported.items():
+            if name in _COUNTERS:
+                if isinstance(value, int):
+                    setattr(self, name, value)
+            elif name == "cache_creation":
+                split = value
+            elif name == "output_tokens_details":
+                if isinstance(value, dict) and isinstance(value.get("thinking_tokens"), int):
+                    self.thinking_tokens = value["thinking_tokens"]
+            elif name == "server_tool_use" and isinstance(value, dict):
+                self.server_tool_use = {k: v for k, v in value.items() if isinstance(v, int)}
         if isinstance(split, dict):
             self.cache_creation_5m_tokens = int(split.get("ephemeral_5m_input_tokens") or 0)
             self.cache_creation_1h_tokens = int(split.get("ephemeral_1h_input_tokens") or 0)
-        elif isinstance(creation, int) and not self.cache_creation_1h_tokens:
+        elif not self.cache_creation_1h_tokens:
             # No split reported: the default cache lifetime is 5 minutes.
-            self.cache_creation_5m_tokens = creation
-        details = reported.get("output_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("thinking_tokens"), int):
-            self.thinking_tokens = details["thinking_tokens"]
-        tools = reported.get("server_tool_use")
-        if isinstance(tools, dict):
-            self.server_tool_use = {k: v for k, v in tools.items() if isinstance(v, int)}
+            creation = reported.get("cache_creation_input_tokens")
+            if isinstance(creation, int):
+                self.cache_creation_5m_tokens = creation
 
 
 def usage_from_message(message: dict[str, Any], usage: Usage | None = None) -> Usage:
@@ -105,7 +112,8 @@ def usage_from_message(message: dict[str, Any], usage: Usage | None = None) -> U
     if isinstance(reported, dict):
         usage.update(reported)
         usage.final = True
-    usage.message_id = message.get("id") if isinstance(message.get("id"), str) else None
+    message_id = message.get("id")
+    usage.message_id = message_id if isinstance(message_id, str) else None
     model = message.get("model")
     # Interned: one string per model name, not one per open stream.
     usage.model = sys.intern(model) if isinstance(model, str) else None
@@ -129,8 +137,8 @@ class JSONUsageTap:
 
     __slots__ = ("_buf", "_limit", "usage")
 
-    def __init__(self, *, limit: int = 64 << 20) -> None:
-        self.usage = Usage()
+    def __init__(self, *, limit: int = 64 << 20, usage: Usage | None = None) -> None:
+        self.usage = Usage() if usage is None else usage
         self._buf = bytearray()
         self._limit = limit
 

@@ -147,8 +147,8 @@ class BedrockUsageTap:
         "usage",
     )
 
-    def __init__(self) -> None:
-        self._events = SSEUsageTap()
+    def __init__(self, usage: Usage | None = None) -> None:
+        self._events = SSEUsageTap(usage)
         self.usage = self._events.usage
         self.error: dict[str, Any] | None = None
         self._decoder = EventStreamDecoder()
@@ -377,8 +377,14 @@ class BedrockJSONUsageTap(JSONUsageTap):
 
     __slots__ = ("_headers",)
 
-    def __init__(self, headers: MultiMapping[str] | None, *, limit: int = 64 << 20) -> None:
-        super().__init__(limit=limit)
+    def __init__(
+        self,
+        headers: MultiMapping[str] | None,
+        *,
+        limit: int = 64 << 20,
+        usage: Usage | None = None,
+    ) -> None:
+        super().__init__(limit=limit, usage=usage)
         self._headers = headers
 
     def close(self) -> None:

@@ -207,6 +207,29 @@ def test_in_band_error_event_is_recorded() -> None:
     assert tap.error == {"type": "overloaded_error", "message": "x"}
 
 
+@pytest.mark.parametrize(
+    "after_delta",
+    [
+        [],  # no message_stop at all
+        [("message_stop", {"type": "message_stop", "amazon-bedrock-invocationMetrics": {}})],
+        [("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})],
+        [("ping", {"type": "ping"}), ("message_stop", {"type": "message_stop"})],
+    ],
+    ids=["delta-last", "stop-with-extras", "error-after-delta", "ping-then-stop"],
+)
+def test_final_usage_is_read_whatever_follows_message_delta(
+    after_delta: list[tuple[str, dict[str, Any]]],
+) -> None:
+    events = message_events(model=MODEL, text="x" * 6000, usage=FULL)
+    assert events[-1][0] == "message_stop" and events[-2][0] == "message_delta"
+    tap = SSEUsageTap()
+    tap.feed(sse_bytes([*events[:-1], *after_delta]))
+    tap.close()
+    _assert_full(tap.usage)
+    if after_delta and after_delta[0][0] == "error":
+        assert tap.error == {"type": "overloaded_error", "message": "x"}
+
+
 @pytest.mark.parametrize("split", [1, 9, 50])
 def test_pending_is_true_only_inside_an_unfinished_event(split: int) -> None:
     data = _stream(text="abc")

@@ -36,6 +36,10 @@ def order_candidates(
     policy = route.policy
     now = board.now()
     deployments: Sequence[Deployment] = route.deployments
+    if len(deployments) == 1:  # most routes: nothing to order
+        only = deployments[0]
+        resting_one = _NONE_RESTING if board.available(only.name, now) else frozenset((only.name,))
+        return [only] * (policy.retries + 1), resting_one
     healthy: list[Deployment] = []
     resting: list[Deployment] = []
     for d in deployments:
