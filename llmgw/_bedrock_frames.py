@@ -29,6 +29,8 @@ __all__ = (
     "DELTA_MARK_END",
     "LENGTHS",
     "MAX_FRAME",
+    "MESSAGE_DELTA_MARK",
+    "MESSAGE_START_MARK",
     "MIN_FRAME",
     "PAD",
     "PRELUDE_SIZE",
@@ -64,6 +66,10 @@ DELTA_MARK_END = PRELUDE_SIZE + len(DELTA_MARK)
 #: a content block, frames that carry nothing the tap counts.
 BLOCK_MARK = _mark(b'{"type":"content_block_s')
 BLOCK_MARK_END = PRELUDE_SIZE + len(BLOCK_MARK)
+#: And for ``{"type":"message_start",`` and ``{"type":"message_delta",`` (24 bytes each):
+#: the usage at a stream's two ends, found by their bytes.
+MESSAGE_START_MARK = _mark(b'{"type":"message_start",')
+MESSAGE_DELTA_MARK = _mark(b'{"type":"message_delta",')
 BASE64_START = DELTA_MARK_END - 40
 PAD = ord("=")
 MIN_FRAME = _MIN_MESSAGE_SIZE

@@ -8,7 +8,9 @@ never touched. Bedrock's own ``amazon-bedrock-invocationMetrics`` (on ``message_
 
 from __future__ import annotations
 
+import base64
 import re
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +25,8 @@ from ._bedrock_frames import (
     DELTA_MARK_END,
     LENGTHS,
     MAX_FRAME,
+    MESSAGE_DELTA_MARK,
+    MESSAGE_START_MARK,
     MIN_FRAME,
     PAD,
     PRELUDE_SIZE,
@@ -78,6 +82,8 @@ _TAILS: set[bytes] = set()
 _SMALL = 4096
 #: Bytes of the last chunks kept while skimming: the final frames are well within it.
 _TAIL_KEEP = 64 << 10
+#: Base64 characters at the end of ``MESSAGE_DELTA_MARK`` (its 24-byte head encoded).
+_MARK_BASE64 = 32
 
 
 def event_type(data: bytes) -> str:
@@ -112,6 +118,59 @@ def apply_bedrock_headers(usage: Usage, headers: MultiMapping[str]) -> None:
         usage.final = True
 
 
+def _through_message_start(chunk: bytes) -> int:
+    """Where the frame after the first ``message_start`` chunk frame of ``chunk`` (which
+    starts at a frame boundary) begins, or 0; found by its bytes, checked by its prelude."""
+    at = chunk.find(MESSAGE_START_MARK, PRELUDE_SIZE)
+    if at < 0:
+        return 0
+    pos = at - PRELUDE_SIZE
+    total: int
+    headers_size: int
+    total, headers_size = LENGTHS.unpack_from(chunk, pos)
+    if headers_size != CHUNK_HEADERS_SIZE or not MIN_FRAME <= total <= MAX_FRAME:
+        return 0
+    if zlib.crc32(chunk[pos : pos + 8]) != U32.unpack_from(chunk, pos + 8)[0]:
+        return 0
+    return pos + total
+
+
+def _final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
+    """The last ``message_delta`` of ``tail`` (from ``start``) that carries a usage object,
+    found from the end by its bytes (the chunk header block and the base64 of the event's
+    head) and checked as the full decoder would (prelude and message CRCs, the compact
+    layout, base64, JSON): where its frame ends, and the event JSON. ``None`` otherwise."""
+    mark = MESSAGE_DELTA_MARK
+    at = tail.rfind(mark, start + PRELUDE_SIZE)
+    while at >= 0:
+        pos = at - PRELUDE_SIZE
+        total, headers_size = LENGTHS.unpack_from(tail, pos)
+        end = pos + total
+        if (
+            headers_size == CHUNK_HEADERS_SIZE
+            and total >= MIN_FRAME
+            and end <= len(tail)
+            and zlib.crc32(tail[pos : pos + 8]) == U32.unpack_from(tail, pos + 8)[0]
+            and zlib.crc32(tail[pos : end - 4]) == U32.unpack_from(tail, end - 4)[0]
+        ):
+            first = at + len(mark) - _MARK_BASE64
+            quote = tail.find(b'"', first, end - 4)
+            if (
+                quote > 0
+                and tail.find(b"\\", first, quote) < 0
+                and _COMPACT_TAIL.fullmatch(tail, quote, end - 4) is not None
+            ):
+                try:
+                    event = base64.b64decode(tail[first:quote], validate=True)
+                    usage = loads(event).get("usage")
+                except (ValueError, AttributeError):
+                    usage = None
+                if isinstance(usage, dict):
+                    return end, event
+        at = tail.rfind(mark, start + PRELUDE_SIZE, at)
+    return None
+
+
 class BedrockUsageTap:
     """Usage from an InvokeModelWithResponseStream body (a view; never alters the bytes).
 
@@ -124,13 +183,16 @@ class BedrockUsageTap:
     invocation metrics, exceptions, anything laid out differently) goes through the full
     decoder, so it is accounted exactly as before.
 
-    As in :class:`~llmgw.usage_sse.SSEUsageTap`, once the first frame is read a chunk over
-    ``_SMALL`` bytes (a fast stream's reads) starts *skimming*: chunks are only kept, by
-    reference, for the last ``_TAIL_KEEP`` bytes, and at the end that tail is walked as
-    above (found again by a chunk frame's header block and prelude CRC when older chunks
-    were let go). The usage there is exact; a stream cut before it gets its deltas sized on
-    the tail and scaled to the skimmed bytes. A malformed frame in the skimmed middle of a
-    long stream goes unseen.
+    As in :class:`~llmgw.usage_sse.SSEUsageTap`, once the frames through ``message_start``
+    are read (a big first chunk is split there), a chunk over ``_SMALL`` bytes (a fast
+    stream's reads, or a short stream arriving whole) starts *skimming*: chunks are only
+    kept, by reference, for the last ``_TAIL_KEEP`` bytes. At the end the last
+    ``message_delta`` with usage is found in that tail by its bytes, from the end, and read
+    with everything after it (the invocation metrics, an exception): exact usage without a
+    walk through the deltas. A stream cut before one has the tail walked as above (found
+    again by a chunk frame's header block and prelude CRC when older chunks were let go),
+    its deltas sized there and scaled to the skimmed bytes. A malformed or exception frame
+    in the skimmed middle goes unseen.
     """
 
     __slots__ = (
@@ -174,6 +236,13 @@ class BedrockUsageTap:
         if self._window is not None:
             self._window.add(chunk)  # the hot path of big chunks: a reference, looked at later
             return
+        if len(chunk) > _SMALL and not self._started and not self._buf and not self._failed:
+            # A big first chunk (a short stream arrives whole): its frames up to
+            # message_start are read now, the rest skimmed like any later big chunk.
+            head = _through_message_start(chunk)
+            if 0 < head < len(chunk):
+                self.feed(chunk[:head])
+                chunk = chunk[head:]
         if len(chunk) > _SMALL and self._started and not self._failed:
             self._window = TailWindow(_TAIL_KEEP)
             if self._buf:  # an unfinished frame: where the window starts is a boundary
@@ -345,6 +414,18 @@ class BedrockUsageTap:
         tail = window.tail()
         start = 0 if window.whole else resync(tail)
         if start < 0 or self._failed:
+            return
+        final = _final_usage(tail, start)
+        if final is not None:
+            # The final usage, and what follows it (message_stop's invocation metrics, an
+            # exception), read exactly; the deltas before it are not walked at all, as in
+            # the SSE tap: a frame in that skimmed middle goes unseen.
+            end, event = final
+            self.on_event("message_delta", event)
+            try:
+                self._walk(tail[end:])
+            except Exception as exc:  # the safety net, as in feed()
+                self._fail(exc)
             return
         before, self._delta_bytes = self._delta_bytes, 0
         try:

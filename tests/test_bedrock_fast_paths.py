@@ -165,11 +165,13 @@ def _stream(rng: random.Random, *, broken: bool) -> bytes:
     return data
 
 
-def _split(data: bytes, rng: random.Random) -> list[bytes]:
+def _split(
+    data: bytes, rng: random.Random, sizes: tuple[int, ...] = (1, 7, 100, 500, 4096, 65536)
+) -> list[bytes]:
     chunks = []
     pos = 0
     while pos < len(data):
-        size = rng.choice((1, 7, 100, 500, 4096, 65536))
+        size = rng.choice(sizes)
         chunks.append(data[pos : pos + size])
         pos += size
     return chunks
@@ -183,7 +185,8 @@ def _state(usage: Usage, error: dict[str, Any] | None) -> tuple[dict[str, Any], 
 def test_tap_accounts_exactly_like_the_full_decoder_on_random_streams(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(150):
-        chunks = _split(_stream(rng, broken=True), rng)
+        # Reads no larger than _SMALL: every frame is walked (big ones are skimmed, below).
+        chunks = _split(_stream(rng, broken=True), rng, sizes=(1, 7, 100, 500, 4096))
         tap, reference = BedrockUsageTap(), ReferenceTap()
         for chunk in chunks:
             tap.feed(chunk)
@@ -193,6 +196,58 @@ def test_tap_accounts_exactly_like_the_full_decoder_on_random_streams(seed: int)
         tap.close()
         reference.events.close()
         assert _state(tap.usage, tap.error) == _state(reference.usage, reference.error)
+
+
+def _well_formed(data: bytes) -> bytes:
+    """``data`` without the frames the full decoder refuses or reports (corrupt payloads,
+    exceptions, errors, other event types): what a stream's usage is read from when those
+    lie in a skimmed middle."""
+    kept, pos = [], 0
+    while len(data) - pos >= 12:
+        end = pos + int.from_bytes(data[pos : pos + 4], "big")
+        if end > len(data):
+            break
+        try:
+            [message] = EventStreamDecoder().feed(data[pos:end])
+            json.loads(decode_bedrock_chunk(message))
+        except (ProtocolError, ValueError):
+            pass
+        else:
+            kept.append(data[pos:end])
+        pos = end
+    return b"".join(kept) + data[pos:]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_stream_read_in_big_chunks_is_skimmed_to_its_final_usage(seed: int) -> None:
+    rng = random.Random(seed)
+    skipped = 0
+    for _ in range(150):
+        data = _stream(rng, broken=True)
+        tap, reference = BedrockUsageTap(), ReferenceTap()
+        for chunk in _split(data, rng, sizes=(65536,)):
+            tap.feed(chunk)
+            reference.feed(chunk)
+        tap.close()
+        reference.events.close()
+        got, want = _state(tap.usage, tap.error), _state(reference.usage, reference.error)
+        if got == want:
+            continue
+        # The full decoder stopped at (or reported) a frame in the middle that the tap
+        # skimmed past to the final usage: the counts are the well-formed frames' ones,
+        # and what that middle frame would have reported goes unseen (as in the SSE tap).
+        skipped += 1
+        assert tap.usage.final
+        if tap.usage.parse_error is not None:
+            continue  # a bad frame after the final usage, where every frame is read: it stops
+        clean = ReferenceTap()
+        clean.feed(_well_formed(data))
+        clean.events.close()
+        got_usage, clean_usage = asdict(tap.usage), asdict(clean.usage)
+        for unseen in ("parse_error", "upstream_error"):
+            del got_usage[unseen], clean_usage[unseen]
+        assert got_usage == clean_usage
+    assert skipped > 5  # the case is exercised
 
 
 def test_random_streams_exercise_estimates_errors_and_cuts() -> None:

@@ -87,7 +87,9 @@ class AttemptPlan:
         self.rng = rng
         self.deployments = deployments
         self.resting = resting
-        self._tries: dict[str, int] = {}
+        # Tries per deployment name: none yet, the one name tried once, or a dict from the
+        # second attempt on (most requests make one: no dict held for their whole stream).
+        self._tries: dict[str, int] | str | None = None
         self._slot: Slot | None = None  # attempts run one after another: one slot out
         self._retries = 0
 
@@ -120,7 +122,7 @@ class AttemptPlan:
         budget goes to the deployment that failed least, not to one that is plainly dead.
         """
         name = deployment.name
-        if name not in self._tries:
+        if not self._tried(name):
             return 0.0
         if self._retries >= self.policy.retries:
             return None
@@ -142,7 +144,7 @@ class AttemptPlan:
         """Take an in-flight slot on ``deployment``; ``False`` means skip it (cap reached, or
         its breaker's one probe is already out)."""
         name = deployment.name
-        tries = self._tries.get(name, 0)
+        tries = self._tried(name)
         if self.board is not None:
             # A last resort or a retry goes through the breaker, never through the cap.
             force = tries > 0 or name in self.resting
@@ -152,8 +154,22 @@ class AttemptPlan:
             self._slot = slot
         if tries:
             self._retries += 1
-        self._tries[name] = tries + 1
+        counts = self._tries
+        if counts is None:
+            self._tries = name
+        else:
+            if isinstance(counts, str):
+                counts = self._tries = {counts: 1}
+            counts[name] = tries + 1
         return True
+
+    def _tried(self, name: str) -> int:
+        counts = self._tries
+        if counts is None:
+            return 0
+        if isinstance(counts, str):
+            return 1 if counts == name else 0
+        return counts.get(name, 0)
 
     def release(self, deployment: Deployment) -> None:
         """Give back the slot taken by the matching :meth:`acquire`."""
