@@ -54,6 +54,10 @@ DEFAULT_MAX_PAYLOAD_SIZE = 16 * 1024 * 1024
 _PRELUDE_SIZE = 12
 _PRELUDE_CACHE_SIZE = 4096
 _TAIL_CACHE_SIZE = 256
+#: Checked preludes by (max headers size, max payload size), and compact chunk tails seen:
+#: facts about bytes, the same for every stream of the process.
+_PRELUDES: dict[tuple[int, int], set[tuple[int, int, int]]] = {}
+_TAILS: set[bytes] = set()
 _MIN_MESSAGE_SIZE = 16  # prelude + message CRC
 
 _PRELUDE = struct.Struct(">III")
@@ -240,10 +244,11 @@ class EventStreamDecoder:
         self._last_block = b""
         self._last_headers: Mapping[str, HeaderValue] = MappingProxyType({})
         self._last_chunk = False  # the cached headers are a Bedrock chunk event's
-        # Preludes already checked (their CRC and limits): a stream's frame sizes repeat, and a
-        # set lookup is cheaper than hashing the 8 bytes again.
-        self._preludes: set[tuple[int, int, int]] = set()
-        self._tails: set[bytes] = set()
+        # Preludes already checked (their CRC and these limits): frame sizes repeat, within a
+        # stream and across streams, and a set lookup is cheaper than hashing the 8 bytes
+        # again. Shared by every decoder with the same limits, as the compact tails are.
+        self._preludes = _PRELUDES.setdefault((max_headers_size, max_payload_size), set())
+        self._tails = _TAILS
 
     @property
     def pending(self) -> bool:
