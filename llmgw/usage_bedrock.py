@@ -8,7 +8,7 @@ never touched. Bedrock's own ``amazon-bedrock-invocationMetrics`` (on ``message_
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 import zlib
 from collections.abc import Mapping
@@ -20,6 +20,7 @@ from ._bedrock_frames import (
     BASE64_START,
     BLOCK_MARK,
     BLOCK_MARK_END,
+    CHUNK_HEADER_BLOCK,
     CHUNK_HEADERS_SIZE,
     DELTA_MARK,
     DELTA_MARK_END,
@@ -47,7 +48,7 @@ from .wire import (
     ProtocolError,
     decode_bedrock_chunk,
 )
-from .wire.eventstream import _COMPACT_TAIL
+from .wire.eventstream import _CHUNK_PREFIX_SIZE, _COMPACT_TAIL, _compact_base64
 
 __all__ = (
     "BedrockJSONUsageTap",
@@ -82,8 +83,8 @@ _TAILS: set[bytes] = set()
 _SMALL = 4096
 #: Bytes of the last chunks kept while skimming: the final frames are well within it.
 _TAIL_KEEP = 64 << 10
-#: Base64 characters at the end of ``MESSAGE_DELTA_MARK`` (its 24-byte head encoded).
-_MARK_BASE64 = 32
+#: What parsing a malformed event raises; the tap flags it, never the stream.
+_PARSE_ERRORS = (ProtocolError, ValueError, TypeError, KeyError, AttributeError)
 
 
 def event_type(data: bytes) -> str:
@@ -135,33 +136,43 @@ def _through_message_start(chunk: bytes) -> int:
     return pos + total
 
 
+def _compact_event(data: bytes, pos: int, end: int) -> bytes | None:
+    """The inner event JSON of the whole frame ``data[pos:end]`` when it is a chunk with
+    Bedrock's own header block and compact payload and both its CRCs hold: what the full
+    decoder reads the same way, without its per-stream machinery. ``None`` leaves the
+    frame to the decoder (which also says what is wrong with it)."""
+    payload = pos + PRELUDE_SIZE + CHUNK_HEADERS_SIZE
+    if (
+        not data.startswith(CHUNK_HEADER_BLOCK, pos + PRELUDE_SIZE)
+        or zlib.crc32(data[pos : pos + 8]) != U32.unpack_from(data, pos + 8)[0]
+        or zlib.crc32(data[pos : end - 4]) != U32.unpack_from(data, end - 4)[0]
+    ):
+        return None
+    quote = _compact_base64(data, payload, end - 4)
+    if quote < 0:
+        return None
+    try:
+        return binascii.a2b_base64(data[payload + _CHUNK_PREFIX_SIZE : quote], strict_mode=True)
+    except binascii.Error:
+        return None
+
+
 def _final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
     """The last ``message_delta`` of ``tail`` (from ``start``) that carries a usage object,
     found from the end by its bytes (the chunk header block and the base64 of the event's
-    head) and checked as the full decoder would (prelude and message CRCs, the compact
-    layout, base64, JSON): where its frame ends, and the event JSON. ``None`` otherwise."""
+    head) and read as the full decoder would: where its frame ends, and the event JSON.
+    ``None`` otherwise."""
     mark = MESSAGE_DELTA_MARK
     at = tail.rfind(mark, start + PRELUDE_SIZE)
     while at >= 0:
         pos = at - PRELUDE_SIZE
+        total: int
         total, headers_size = LENGTHS.unpack_from(tail, pos)
         end = pos + total
-        if (
-            headers_size == CHUNK_HEADERS_SIZE
-            and total >= MIN_FRAME
-            and end <= len(tail)
-            and zlib.crc32(tail[pos : pos + 8]) == U32.unpack_from(tail, pos + 8)[0]
-            and zlib.crc32(tail[pos : end - 4]) == U32.unpack_from(tail, end - 4)[0]
-        ):
-            first = at + len(mark) - _MARK_BASE64
-            quote = tail.find(b'"', first, end - 4)
-            if (
-                quote > 0
-                and tail.find(b"\\", first, quote) < 0
-                and _COMPACT_TAIL.fullmatch(tail, quote, end - 4) is not None
-            ):
+        if headers_size == CHUNK_HEADERS_SIZE and total >= MIN_FRAME and end <= len(tail):
+            event = _compact_event(tail, pos, end)
+            if event is not None:
                 try:
-                    event = base64.b64decode(tail[first:quote], validate=True)
                     usage = loads(event).get("usage")
                 except (ValueError, AttributeError):
                     usage = None
@@ -315,7 +326,15 @@ class BedrockUsageTap:
                             delta_bytes += size - overhead if size > overhead else 1
                         pos = next_pos  # (a block's start or stop: nothing to count)
                         continue
-                self._full(data[pos:next_pos])
+                event = (
+                    _compact_event(data, pos, next_pos)
+                    if headers_size == chunk_headers_size
+                    else None
+                )
+                if event is None:
+                    self._full(data[pos:next_pos])
+                else:
+                    self._event(event)
                 pos = next_pos
                 if self._failed:
                     return self._follow(data, pos)
@@ -355,7 +374,14 @@ class BedrockUsageTap:
                     self.on_event(event_type(item), item)
                 else:
                     self.on_message(item)
-        except (ProtocolError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except _PARSE_ERRORS as exc:
+            self._fail(exc)
+
+    def _event(self, event: bytes) -> None:
+        """Account one inner event read in place (or fail on what cannot be parsed)."""
+        try:
+            self.on_event(event_type(event), event)
+        except _PARSE_ERRORS as exc:
             self._fail(exc)
 
     def _lose(self, rest: bytes) -> None:

@@ -8,6 +8,7 @@ refused here with a 400, so no provider ever sees it.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from urllib.parse import quote, unquote
@@ -26,9 +27,12 @@ _ARN = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def decode_model_id(raw: str) -> str:
     """Percent-decode a raw path segment and validate it as a model id (400 otherwise),
-    interned as the Anthropic format's body model is."""
+    interned as the Anthropic format's body model is. Remembered per raw segment: a gateway
+    sees a few ids (and routing and the format handler both ask), a refused one is
+    checked again each time."""
     if not raw:
         raise InvalidRequestError("model id in the path is empty")
     if len(raw) > 3 * MAX_MODEL_ID_LENGTH:
@@ -51,9 +55,11 @@ def decode_model_id(raw: str) -> str:
     return sys.intern(model)  # one string per model, not one per open stream
 
 
+@functools.lru_cache(maxsize=256)
 def quote_model_id(model: str) -> str:
     """The id as one path segment for an upstream URL: only unreserved characters stay.
 
     ``:`` becomes ``%3A`` and an ARN's ``/`` becomes ``%2F``, as boto3 sends them.
+    Remembered: ``urllib.parse.quote`` walks the id byte by byte in Python.
     """
     return quote(model, safe="-._~@")
