@@ -253,6 +253,8 @@ class BedrockUsageTap:
             head = _through_message_start(chunk)
             if 0 < head < len(chunk):
                 self.feed(chunk[:head])
+                if self._lost:
+                    return
                 chunk = chunk[head:]
         if len(chunk) > _SMALL and self._started and not self._failed:
             self._window = TailWindow(_TAIL_KEEP)
