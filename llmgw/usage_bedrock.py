@@ -250,12 +250,10 @@ class BedrockUsageTap:
         if len(chunk) > _SMALL and not self._started and not self._buf and not self._failed:
             # A big first chunk (a short stream arrives whole): its frames up to
             # message_start are read now, the rest skimmed like any later big chunk.
-            head = _through_message_start(chunk)
-            if 0 < head < len(chunk):
-                self.feed(chunk[:head])
-                if self._lost:
-                    return
-                chunk = chunk[head:]
+            rest = self._read_head(chunk)
+            if rest is None:
+                return
+            chunk = rest
         if len(chunk) > _SMALL and self._started and not self._failed:
             self._window = TailWindow(_TAIL_KEEP)
             if self._buf:  # an unfinished frame: where the window starts is a boundary
@@ -282,6 +280,15 @@ class BedrockUsageTap:
             self._started = True
         if pos < len(data) and not self._lost:
             buf += data[pos:]
+
+    def _read_head(self, chunk: bytes) -> bytes | None:
+        """Walk ``chunk``'s frames through ``message_start``; the rest, or ``None`` when
+        that walk lost the frame boundaries (nothing more is read then)."""
+        head = _through_message_start(chunk)
+        if not 0 < head < len(chunk):
+            return chunk
+        self.feed(chunk[:head])
+        return None if self._lost else chunk[head:]
 
     def _walk(self, data: bytes) -> int:
         """Account the whole frames of ``data``; return where the incomplete rest begins."""
