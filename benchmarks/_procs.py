@@ -26,6 +26,7 @@ __all__ = (
     "rss_bytes",
     "slug",
     "start_child",
+    "start_upstream",
     "stop_child",
 )
 
@@ -84,6 +85,12 @@ async def start_child(
             f"{name} did not start within {ready_timeout:g} s:\n{_tail(log)}"
         ) from None
     return child
+
+
+async def start_upstream(*, cpu: int | None, logdir: Path, children: list[Child]) -> Child:
+    """The fast fake provider (`_servers.py upstream`), every script's first child."""
+    argv = [sys.executable, str(SERVERS), "upstream"]
+    return await start_child("upstream", argv, cpu=cpu, logdir=logdir, children=children)
 
 
 async def _ready(child: Child) -> tuple[str, str]:

@@ -26,7 +26,15 @@ from pathlib import Path
 
 import aiohttp
 from _cases import Endpoint, fetch, warm_up
-from _procs import SERVERS, BenchError, Child, proxy_argv, slug, start_child, stop_child
+from _procs import (
+    BenchError,
+    Child,
+    proxy_argv,
+    slug,
+    start_child,
+    start_upstream,
+    stop_child,
+)
 from _variants import ALL, DIRECT
 
 _TOTALS = re.compile(rb"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
@@ -79,13 +87,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="llmgw-instr-") as tmp:
         logdir = Path(tmp)
         try:
-            upstream = await start_child(
-                "upstream",
-                [sys.executable, str(SERVERS), "upstream"],
-                cpu=None,
-                logdir=logdir,
-                children=children,
-            )
+            upstream = await start_upstream(cpu=None, logdir=logdir, children=children)
             connector = aiohttp.TCPConnector(limit=100, limit_per_host=0)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:
                 for name in names:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 from _cases import Endpoint, fetch, warm_up
-from _procs import SERVERS, Child, cpu_seconds, proxy_argv, start_child, stop_child
+from _procs import Child, cpu_seconds, proxy_argv, start_child, start_upstream, stop_child
 from _servers import loop_name
 from _variants import ALL, DIRECT
 
@@ -72,13 +72,7 @@ async def run(args: argparse.Namespace) -> None:
     turns: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmp:
         try:
-            upstream = await start_child(
-                "upstream",
-                [sys.executable, str(SERVERS), "upstream"],
-                cpu=driver_cpu,
-                logdir=Path(tmp),
-                children=children,
-            )
+            upstream = await start_upstream(cpu=driver_cpu, logdir=Path(tmp), children=children)
             connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:
                 targets = []

@@ -33,7 +33,6 @@ from pathlib import Path
 import aiohttp
 from _cases import CASE_RUNNERS, Endpoint, Plan, warm_up
 from _procs import (
-    SERVERS,
     BenchError,
     Child,
     cpu_seconds,
@@ -41,6 +40,7 @@ from _procs import (
     proxy_argv,
     slug,
     start_child,
+    start_upstream,
     stop_child,
 )
 from _report import Sample, metrics_for, render, summarize
@@ -223,13 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]
         connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
         timeout = aiohttp.ClientTimeout(total=120, sock_read=30)
         try:
-            upstream = await start_child(
-                "upstream",
-                [sys.executable, str(SERVERS), "upstream"],
-                cpu=driver_cpu,
-                logdir=tmp,
-                children=children,
-            )
+            upstream = await start_upstream(cpu=driver_cpu, logdir=tmp, children=children)
             async with aiohttp.ClientSession(
                 connector=connector, timeout=timeout, auto_decompress=False
             ) as session:

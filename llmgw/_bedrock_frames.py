@@ -1,21 +1,27 @@
 """Bedrock event-stream frames recognised by their bytes, for the usage tap's fast paths:
-the prelude's lengths, the prefix every content-delta frame shares, and where a whole frame
-starts again in a window whose beginning was let go; and what an exception frame says."""
+the prelude's lengths, the prefix every content-delta frame shares, where a whole frame
+starts again in a window whose beginning was let go, the frames that carry a stream's usage
+(its ``message_start``, its last ``message_delta``) and a compact chunk read in place; and
+what an exception frame says."""
 
 from __future__ import annotations
 
+import binascii
 import json
 import zlib
 from typing import Any
 
+from ._json import loads
 from .wire import EventStreamMessage, encode_bedrock_chunk
 from .wire.eventstream import (
+    _CHUNK_PREFIX_SIZE,
     _LENGTHS,
     _MIN_MESSAGE_SIZE,
     _PRELUDE_SIZE,
     _U32,
     DEFAULT_MAX_HEADERS_SIZE,
     DEFAULT_MAX_PAYLOAD_SIZE,
+    _compact_base64,
 )
 
 __all__ = (
@@ -36,9 +42,12 @@ __all__ = (
     "PRELUDE_SIZE",
     "PROBE",
     "U32",
+    "compact_event",
     "exception_info",
+    "final_usage",
     "resync",
     "skip_frames",
+    "through_message_start",
 )
 
 # The delta tap's fast path. A frame: 12-byte prelude (total length, headers length, CRC),
@@ -109,6 +118,69 @@ def resync(tail: bytes) -> int:
             return start
         at = tail.find(CHUNK_HEADER_BLOCK, at + 1)
     return -1
+
+
+def through_message_start(chunk: bytes) -> int:
+    """Where the frame after the first ``message_start`` chunk frame of ``chunk`` (which
+    starts at a frame boundary) begins, or 0; found by its bytes, checked by its prelude."""
+    at = chunk.find(MESSAGE_START_MARK, PRELUDE_SIZE)
+    if at < 0:
+        return 0
+    pos = at - PRELUDE_SIZE
+    total: int
+    headers_size: int
+    total, headers_size = LENGTHS.unpack_from(chunk, pos)
+    if headers_size != CHUNK_HEADERS_SIZE or not MIN_FRAME <= total <= MAX_FRAME:
+        return 0
+    if zlib.crc32(chunk[pos : pos + 8]) != U32.unpack_from(chunk, pos + 8)[0]:
+        return 0
+    return pos + total
+
+
+def compact_event(data: bytes, pos: int, end: int) -> bytes | None:
+    """The inner event JSON of the whole frame ``data[pos:end]`` when it is a chunk with
+    Bedrock's own header block and compact payload and both its CRCs hold: what the full
+    decoder reads the same way, without its per-stream machinery. ``None`` leaves the
+    frame to the decoder (which also says what is wrong with it)."""
+    payload = pos + PRELUDE_SIZE + CHUNK_HEADERS_SIZE
+    if (
+        not data.startswith(CHUNK_HEADER_BLOCK, pos + PRELUDE_SIZE)
+        or zlib.crc32(data[pos : pos + 8]) != U32.unpack_from(data, pos + 8)[0]
+        or zlib.crc32(data[pos : end - 4]) != U32.unpack_from(data, end - 4)[0]
+    ):
+        return None
+    quote = _compact_base64(data, payload, end - 4)
+    if quote < 0:
+        return None
+    try:
+        return binascii.a2b_base64(data[payload + _CHUNK_PREFIX_SIZE : quote], strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+def final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
+    """The last ``message_delta`` of ``tail`` (from ``start``) that carries a usage object,
+    found from the end by its bytes (the chunk header block and the base64 of the event's
+    head) and read as the full decoder would: where its frame ends, and the event JSON.
+    ``None`` otherwise."""
+    mark = MESSAGE_DELTA_MARK
+    at = tail.rfind(mark, start + PRELUDE_SIZE)
+    while at >= 0:
+        pos = at - PRELUDE_SIZE
+        total: int
+        total, headers_size = LENGTHS.unpack_from(tail, pos)
+        end = pos + total
+        if headers_size == CHUNK_HEADERS_SIZE and total >= MIN_FRAME and end <= len(tail):
+            event = compact_event(tail, pos, end)
+            if event is not None:
+                try:
+                    usage = loads(event).get("usage")
+                except (ValueError, AttributeError):
+                    usage = None
+                if isinstance(usage, dict):
+                    return end, event
+        at = tail.rfind(mark, start + PRELUDE_SIZE, at)
+    return None
 
 
 def exception_info(message: EventStreamMessage) -> dict[str, Any]:

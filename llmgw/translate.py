@@ -34,7 +34,8 @@ from .providers.base import UpstreamCall
 from .routes import Deployment
 from .typedefs import ApiFormat, Operation
 from .usage import JSONUsageTap, Usage, UsageTap
-from .usage_bedrock import BedrockJSONUsageTap, BedrockUsageTap
+from .usage_bedrock import BedrockUsageTap
+from .usage_bedrock_json import BedrockJSONUsageTap
 from .usage_sse import SSEUsageTap
 from .wire.eventstream import encode_bedrock_exception
 from .wire.sse import encode_event

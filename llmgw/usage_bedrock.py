@@ -8,39 +8,35 @@ never touched. Bedrock's own ``amazon-bedrock-invocationMetrics`` (on ``message_
 
 from __future__ import annotations
 
-import binascii
 import re
-import zlib
 from collections.abc import Mapping
 from typing import Any
-
-from multidict import MultiMapping
 
 from ._bedrock_frames import (
     BASE64_START,
     BLOCK_MARK,
     BLOCK_MARK_END,
-    CHUNK_HEADER_BLOCK,
     CHUNK_HEADERS_SIZE,
     DELTA_MARK,
     DELTA_MARK_END,
     LENGTHS,
     MAX_FRAME,
-    MESSAGE_DELTA_MARK,
-    MESSAGE_START_MARK,
     MIN_FRAME,
     PAD,
     PRELUDE_SIZE,
     U32,
+    compact_event,
     exception_info,
+    final_usage,
     resync,
     skip_frames,
+    through_message_start,
 )
 from ._json import loads
 from ._tail import TailWindow
 from ._translate_errors import anthropic_error_type
 from .log import relay_logger
-from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, JSONUsageTap, Usage
+from .usage import _BYTES_PER_TOKEN, _DELTA_OVERHEAD, Usage
 from .usage_sse import SSEUsageTap
 from .wire import (
     EventStreamDecoder,
@@ -48,12 +44,10 @@ from .wire import (
     ProtocolError,
     decode_bedrock_chunk,
 )
-from .wire.eventstream import _CHUNK_PREFIX_SIZE, _COMPACT_TAIL, _compact_base64
+from .wire.eventstream import _TAILS, compact_tail
 
 __all__ = (
-    "BedrockJSONUsageTap",
     "BedrockUsageTap",
-    "apply_bedrock_headers",
     "apply_invocation_metrics",
     "event_type",
     "exception_info",
@@ -67,19 +61,9 @@ _METRICS = (
     ("cacheReadInputTokenCount", "cache_read_input_tokens"),
     ("cacheWriteInputTokenCount", "cache_creation_input_tokens"),
 )
-_HEADERS = (
-    ("x-amzn-bedrock-input-token-count", "input_tokens"),
-    ("x-amzn-bedrock-output-token-count", "output_tokens"),
-    ("x-amzn-bedrock-cache-read-input-token-count", "cache_read_input_tokens"),
-    ("x-amzn-bedrock-cache-write-input-token-count", "cache_creation_input_tokens"),
-)
 
 
-#: Remembered compact tails of chunk frames, shared by every tap: Bedrock pads with prefixes
-#: of one string, so a stream's frames end in a few dozen ways, the same for every stream.
-_TAIL_CACHE_SIZE = 256
-_TAILS: set[bytes] = set()
-#: Chunks larger than this are kept by reference, not walked (after the first frame).
+#: Chunks larger than this are kept by reference, not walked (after ``message_start``).
 _SMALL = 4096
 #: Bytes of the last chunks kept while skimming: the final frames are well within it.
 _TAIL_KEEP = 64 << 10
@@ -105,81 +89,6 @@ def apply_invocation_metrics(usage: Usage, metrics: Mapping[str, Any]) -> None:
         usage.update(reported)
         usage.final = True
         usage.estimated = False
-
-
-def apply_bedrock_headers(usage: Usage, headers: MultiMapping[str]) -> None:
-    """``X-Amzn-Bedrock-*-Token-Count`` headers of an InvokeModel response, when present."""
-    reported: dict[str, int] = {}
-    for header, ours in _HEADERS:
-        value = headers.get(header)
-        if value is not None and value.strip().isdigit():
-            reported[ours] = int(value)
-    if reported:
-        usage.update(reported)
-        usage.final = True
-
-
-def _through_message_start(chunk: bytes) -> int:
-    """Where the frame after the first ``message_start`` chunk frame of ``chunk`` (which
-    starts at a frame boundary) begins, or 0; found by its bytes, checked by its prelude."""
-    at = chunk.find(MESSAGE_START_MARK, PRELUDE_SIZE)
-    if at < 0:
-        return 0
-    pos = at - PRELUDE_SIZE
-    total: int
-    headers_size: int
-    total, headers_size = LENGTHS.unpack_from(chunk, pos)
-    if headers_size != CHUNK_HEADERS_SIZE or not MIN_FRAME <= total <= MAX_FRAME:
-        return 0
-    if zlib.crc32(chunk[pos : pos + 8]) != U32.unpack_from(chunk, pos + 8)[0]:
-        return 0
-    return pos + total
-
-
-def _compact_event(data: bytes, pos: int, end: int) -> bytes | None:
-    """The inner event JSON of the whole frame ``data[pos:end]`` when it is a chunk with
-    Bedrock's own header block and compact payload and both its CRCs hold: what the full
-    decoder reads the same way, without its per-stream machinery. ``None`` leaves the
-    frame to the decoder (which also says what is wrong with it)."""
-    payload = pos + PRELUDE_SIZE + CHUNK_HEADERS_SIZE
-    if (
-        not data.startswith(CHUNK_HEADER_BLOCK, pos + PRELUDE_SIZE)
-        or zlib.crc32(data[pos : pos + 8]) != U32.unpack_from(data, pos + 8)[0]
-        or zlib.crc32(data[pos : end - 4]) != U32.unpack_from(data, end - 4)[0]
-    ):
-        return None
-    quote = _compact_base64(data, payload, end - 4)
-    if quote < 0:
-        return None
-    try:
-        return binascii.a2b_base64(data[payload + _CHUNK_PREFIX_SIZE : quote], strict_mode=True)
-    except binascii.Error:
-        return None
-
-
-def _final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
-    """The last ``message_delta`` of ``tail`` (from ``start``) that carries a usage object,
-    found from the end by its bytes (the chunk header block and the base64 of the event's
-    head) and read as the full decoder would: where its frame ends, and the event JSON.
-    ``None`` otherwise."""
-    mark = MESSAGE_DELTA_MARK
-    at = tail.rfind(mark, start + PRELUDE_SIZE)
-    while at >= 0:
-        pos = at - PRELUDE_SIZE
-        total: int
-        total, headers_size = LENGTHS.unpack_from(tail, pos)
-        end = pos + total
-        if headers_size == CHUNK_HEADERS_SIZE and total >= MIN_FRAME and end <= len(tail):
-            event = _compact_event(tail, pos, end)
-            if event is not None:
-                try:
-                    usage = loads(event).get("usage")
-                except (ValueError, AttributeError):
-                    usage = None
-                if isinstance(usage, dict):
-                    return end, event
-        at = tail.rfind(mark, start + PRELUDE_SIZE, at)
-    return None
 
 
 class BedrockUsageTap:
@@ -284,7 +193,7 @@ class BedrockUsageTap:
     def _read_head(self, chunk: bytes) -> bytes | None:
         """Walk ``chunk``'s frames through ``message_start``; the rest, or ``None`` when
         that walk lost the frame boundaries (nothing more is read then)."""
-        head = _through_message_start(chunk)
+        head = through_message_start(chunk)
         if not 0 < head < len(chunk):
             return chunk
         self.feed(chunk[:head])
@@ -323,7 +232,7 @@ class BedrockUsageTap:
                         quote > 0
                         and (
                             data[quote:payload_end] in tails
-                            or self._compact_tail(data[quote:payload_end])
+                            or compact_tail(data[quote:payload_end])
                         )
                         and find(b"\\", after, quote) < 0  # no JSON escape
                     ):
@@ -336,7 +245,7 @@ class BedrockUsageTap:
                         pos = next_pos  # (a block's start or stop: nothing to count)
                         continue
                 event = (
-                    _compact_event(data, pos, next_pos)
+                    compact_event(data, pos, next_pos)
                     if headers_size == chunk_headers_size
                     else None
                 )
@@ -351,18 +260,6 @@ class BedrockUsageTap:
             return pos
         finally:
             self._delta_bytes += delta_bytes
-
-    def _compact_tail(self, tail: bytes) -> bool:
-        """Whether a chunk payload ending so has Bedrock's compact layout (a closing quote, an
-        optional padding field, the brace). Bedrock pads with prefixes of one string, so the
-        few tails there are are remembered (``_TAILS``) rather than matched again."""
-        tails = _TAILS
-        if _COMPACT_TAIL.fullmatch(tail) is None:
-            return False
-        if len(tails) >= _TAIL_CACHE_SIZE:
-            tails.clear()
-        tails.add(tail)
-        return True
 
     def _follow(self, data: bytes, pos: int) -> int:
         """Walk frame boundaries only (after a parse failure), so ``pending`` stays true."""
@@ -450,7 +347,7 @@ class BedrockUsageTap:
         start = 0 if window.whole else resync(tail)
         if start < 0 or self._failed:
             return
-        final = _final_usage(tail, start)
+        final = final_usage(tail, start)
         if final is not None:
             # The final usage, and what follows it (message_stop's invocation metrics, an
             # exception), read exactly; the deltas before it are not walked at all, as in
@@ -486,24 +383,3 @@ class BedrockUsageTap:
             if estimate > usage.output_tokens:
                 usage.output_tokens = estimate
                 usage.estimated = True
-
-
-class BedrockJSONUsageTap(JSONUsageTap):
-    """InvokeModel JSON usage, overridden by the token-count headers when Bedrock sent them."""
-
-    __slots__ = ("_headers",)
-
-    def __init__(
-        self,
-        headers: MultiMapping[str] | None,
-        *,
-        limit: int = 64 << 20,
-        usage: Usage | None = None,
-    ) -> None:
-        super().__init__(limit=limit, usage=usage)
-        self._headers = headers
-
-    def close(self) -> None:
-        super().close()
-        if self._headers is not None:
-            apply_bedrock_headers(self.usage, self._headers)

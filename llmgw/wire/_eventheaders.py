@@ -7,10 +7,12 @@ what ``datetime`` can hold.
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import ClassVar, Self, TypeAlias
 
 from ._errors import ProtocolError
@@ -231,3 +233,13 @@ def parse_headers(block: bytes) -> dict[str, HeaderValue]:
             raise ProtocolError(f"duplicate header {name!r}")
         headers[name] = value
     return headers
+
+
+@functools.lru_cache(maxsize=64)
+def header_block(block: bytes) -> tuple[Mapping[str, HeaderValue], bool]:
+    """A header block's headers (read-only, so shared) and whether it is a Bedrock chunk's.
+    A stream repeats a few blocks, and every Bedrock stream the same ones: each is parsed
+    once per process, not once per decoder (~3 us each)."""
+    headers = parse_headers(block)
+    chunk = headers.get(":message-type") == "event" and headers.get(":event-type") == "chunk"
+    return MappingProxyType(headers), chunk

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import re
 import struct
@@ -27,7 +26,7 @@ from ._eventheaders import (
     Int64,
     Timestamp,
     encode_headers,
-    parse_headers,
+    header_block,
 )
 
 __all__ = (
@@ -146,6 +145,19 @@ _CHUNK_PREFIX_SIZE = len(_CHUNK_PREFIX)
 _COMPACT_TAIL = re.compile(rb'"(?:,"p":"[^"\\\x00-\x1f]*")?}')
 
 
+def compact_tail(tail: bytes) -> bool:
+    """Whether a chunk payload ending so (from the quote closing the base64) has Bedrock's
+    compact layout. Bedrock pads with prefixes of one string, so the few tails there are
+    are remembered in ``_TAILS``, for every decoder and tap of the process (callers test
+    ``tail in _TAILS`` first), rather than matched again."""
+    if _COMPACT_TAIL.fullmatch(tail) is None:
+        return False
+    if len(_TAILS) >= _TAIL_CACHE_SIZE:
+        _TAILS.clear()
+    _TAILS.add(tail)
+    return True
+
+
 def _compact_base64(data: bytes, start: int, stop: int) -> int:
     """Where the base64 of the chunk payload ``data[start:stop]`` ends (it begins right after
     ``{"bytes":"``) when the payload has Bedrock's own compact layout, else -1.
@@ -193,16 +205,6 @@ def decode_bedrock_chunk(msg: EventStreamMessage) -> bytes:
 # -- decoding ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _header_block(block: bytes) -> tuple[Mapping[str, HeaderValue], bool]:
-    """A header block's headers (read-only, so shared) and whether it is a Bedrock chunk's.
-    A stream repeats a few blocks, and every Bedrock stream the same ones: each is parsed
-    once per process, not once per decoder (~3 us each)."""
-    headers = parse_headers(block)
-    chunk = headers.get(":message-type") == "event" and headers.get(":event-type") == "chunk"
-    return MappingProxyType(headers), chunk
-
-
 class EventStreamDecoder:
     """Incremental decoder: ``feed()`` bytes split anywhere, get whole messages back.
 
@@ -223,7 +225,6 @@ class EventStreamDecoder:
         "_max_headers_size",
         "_max_payload_size",
         "_preludes",
-        "_tails",
     )
 
     def __init__(
@@ -248,7 +249,6 @@ class EventStreamDecoder:
         # stream and across streams, and a set lookup is cheaper than hashing the 8 bytes
         # again. Shared by every decoder with the same limits, as the compact tails are.
         self._preludes = _PRELUDES.setdefault((max_headers_size, max_payload_size), set())
-        self._tails = _TAILS
 
     @property
     def pending(self) -> bool:
@@ -313,7 +313,7 @@ class EventStreamDecoder:
         end = len(src)
         pos = 0
         preludes = self._preludes
-        tails = self._tails
+        tails = _TAILS
         block = self._last_block
         is_chunk = chunks and self._last_chunk
         chunk_head = block + _CHUNK_PREFIX  # a chunk's header block and payload start
@@ -352,7 +352,7 @@ class EventStreamDecoder:
             if not compact:
                 if headers_size != len(block) or not src.startswith(block, headers_start):
                     block = src[headers_start:headers_end]
-                    self._last_headers, self._last_chunk = _header_block(block)
+                    self._last_headers, self._last_chunk = header_block(block)
                     self._last_block = block
                     is_chunk = chunks and self._last_chunk
                     chunk_head = block + _CHUNK_PREFIX
@@ -361,9 +361,7 @@ class EventStreamDecoder:
                 # _compact_base64 inlined; no backslash check: strict base64 refuses one.
                 begin = headers_end + _CHUNK_PREFIX_SIZE
                 quote = src.find(b'"', begin, crc_pos)
-                if quote > 0 and (
-                    src[quote:crc_pos] in tails or self._compact_tail(src[quote:crc_pos])
-                ):
+                if quote > 0 and (src[quote:crc_pos] in tails or compact_tail(src[quote:crc_pos])):
                     try:
                         out.append(binascii.a2b_base64(src[begin:quote], strict_mode=True))
                         continue
@@ -372,17 +370,6 @@ class EventStreamDecoder:
             out.append(
                 EventStreamMessage(headers=self._last_headers, payload=src[headers_end:crc_pos])
             )
-
-    def _compact_tail(self, tail: bytes) -> bool:
-        """Whether a chunk payload ending so (from the quote closing the base64) has Bedrock's
-        compact layout. Bedrock pads with prefixes of one string, so the few tails a stream
-        has are remembered in ``_tails`` rather than matched again."""
-        if _COMPACT_TAIL.fullmatch(tail) is None:
-            return False
-        if len(self._tails) >= _TAIL_CACHE_SIZE:
-            self._tails.clear()
-        self._tails.add(tail)
-        return True
 
     def _check_prelude(self, src: bytes, pos: int) -> None:
         """Validate a prelude the moment its 12 bytes exist, before buffering the body."""
