@@ -109,15 +109,25 @@ def resync(tail: bytes) -> int:
     at = tail.find(CHUNK_HEADER_BLOCK, PRELUDE_SIZE)
     while at >= 0:
         start = at - PRELUDE_SIZE
-        total, headers_size = LENGTHS.unpack_from(tail, start)
-        if (
-            headers_size == CHUNK_HEADERS_SIZE
-            and MIN_FRAME <= total <= MAX_FRAME
-            and zlib.crc32(tail[start : start + 8]) == U32.unpack_from(tail, start + 8)[0]
-        ):
+        if _chunk_frame_size(tail, start):
             return start
         at = tail.find(CHUNK_HEADER_BLOCK, at + 1)
     return -1
+
+
+def _chunk_frame_size(data: bytes, pos: int) -> int:
+    """The length of the chunk frame whose prelude is at ``pos`` (a chunk's headers size,
+    a length in range, the prelude CRC right), or 0."""
+    total: int
+    headers_size: int
+    total, headers_size = LENGTHS.unpack_from(data, pos)
+    if (
+        headers_size == CHUNK_HEADERS_SIZE
+        and MIN_FRAME <= total <= MAX_FRAME
+        and zlib.crc32(data[pos : pos + 8]) == U32.unpack_from(data, pos + 8)[0]
+    ):
+        return total
+    return 0
 
 
 def through_message_start(chunk: bytes) -> int:
@@ -126,15 +136,8 @@ def through_message_start(chunk: bytes) -> int:
     at = chunk.find(MESSAGE_START_MARK, PRELUDE_SIZE)
     if at < 0:
         return 0
-    pos = at - PRELUDE_SIZE
-    total: int
-    headers_size: int
-    total, headers_size = LENGTHS.unpack_from(chunk, pos)
-    if headers_size != CHUNK_HEADERS_SIZE or not MIN_FRAME <= total <= MAX_FRAME:
-        return 0
-    if zlib.crc32(chunk[pos : pos + 8]) != U32.unpack_from(chunk, pos + 8)[0]:
-        return 0
-    return pos + total
+    total = _chunk_frame_size(chunk, at - PRELUDE_SIZE)
+    return at - PRELUDE_SIZE + total if total else 0
 
 
 def compact_event(data: bytes, pos: int, end: int) -> bytes | None:
@@ -167,10 +170,8 @@ def final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
     at = tail.rfind(mark, start + PRELUDE_SIZE)
     while at >= 0:
         pos = at - PRELUDE_SIZE
-        total: int
-        total, headers_size = LENGTHS.unpack_from(tail, pos)
-        end = pos + total
-        if headers_size == CHUNK_HEADERS_SIZE and total >= MIN_FRAME and end <= len(tail):
+        end = pos + _chunk_frame_size(tail, pos)
+        if pos < end <= len(tail):
             event = compact_event(tail, pos, end)
             if event is not None:
                 try:
