@@ -133,7 +133,8 @@ class BedrockUsageTap:
         self._events = SSEUsageTap(usage)
         self.usage = self._events.usage
         self.error: dict[str, Any] | None = None
-        self._decoder = EventStreamDecoder()
+        # Only for frames not read in place (most streams need none; ~0.3 KB each held).
+        self._decoder: EventStreamDecoder | None = None
         self._delta_bytes = 0  # as SSEUsageTap counts them, for the estimate of a cut stream
         self._failed = False  # parsing stopped; frame boundaries are still followed
         self._lost = False  # frame boundaries unknown: a length field made no sense
@@ -275,6 +276,8 @@ class BedrockUsageTap:
         """Decode and account one frame (or fail on what cannot be decoded)."""
         try:
             # A compact chunk comes back as its inner event, with no message object built.
+            if self._decoder is None:
+                self._decoder = EventStreamDecoder()
             for item in self._decoder.feed_chunks(frame):
                 if isinstance(item, bytes):
                     self.on_event(event_type(item), item)
