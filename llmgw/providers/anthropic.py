@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-from yarl import URL
-
 from ..typedefs import ApiFormat, Operation
-from .base import UpstreamCall, UpstreamRequest
+from .base import UpstreamCall, UpstreamRequest, upstream_url
 
 __all__ = ("AnthropicProvider",)
 
@@ -16,14 +13,6 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 
 _PATHS = {Operation.MESSAGES: "v1/messages", Operation.COUNT_TOKENS: "v1/messages/count_tokens"}
-
-
-@functools.lru_cache(maxsize=256)
-def _url(base_url: str, path: str, query: str) -> URL:
-    """The upstream URL, parsed once per distinct query (few: ``""``, ``beta=true``).
-    ``encoded=True``: the client's query string travels byte for byte."""
-    raw = base_url.rstrip("/") + "/" + path
-    return URL(raw + "?" + query if query else raw, encoded=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +37,9 @@ class AnthropicProvider:
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
 
     async def build(self, call: UpstreamCall) -> UpstreamRequest:
-        url = _url(self.base_url, _PATHS[call.operation], call.query)
+        # The client's query string travels as it came (``?beta=true``).
+        raw = self.base_url.rstrip("/") + "/" + _PATHS[call.operation]
+        url = upstream_url(raw + "?" + call.query if call.query else raw)
         headers = call.headers  # built for this call: added to, not copied
         headers.setdefault("anthropic-version", DEFAULT_VERSION)
         headers["content-type"] = "application/json"

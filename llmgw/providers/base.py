@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -12,7 +13,16 @@ from yarl import URL
 from ..errors import ConfigError
 from ..typedefs import ApiFormat, Operation
 
-__all__ = ("Provider", "UpstreamCall", "UpstreamRequest", "check_options")
+__all__ = ("Provider", "UpstreamCall", "UpstreamRequest", "check_options", "upstream_url")
+
+
+@functools.lru_cache(maxsize=256)
+def upstream_url(raw: str) -> URL:
+    """``raw``, already percent-encoded by the provider, as the URL aiohttp sends
+    (``encoded=True``: the client's query string travels byte for byte). Parsed once per
+    distinct string: a gateway calls a few URLs (a model, an action, ``?beta=true``) over
+    and over, and yarl's parse is a measurable part of a request."""
+    return URL(raw, encoded=True)
 
 
 @dataclass(slots=True, kw_only=True)

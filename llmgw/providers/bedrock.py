@@ -23,7 +23,7 @@ from ..betas import BEDROCK_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
-from .base import UpstreamCall, UpstreamRequest, check_options
+from .base import UpstreamCall, UpstreamRequest, check_options, upstream_url
 
 __all__ = ("BedrockProvider", "bedrock_provider")
 
@@ -117,9 +117,7 @@ class BedrockProvider:
 
     async def build(self, call: UpstreamCall) -> UpstreamRequest:
         # Percent-encoded by us (":" → %3A, "/" → %2F, as boto3 does); yarl keeps it as is.
-        url = URL(
-            f"{self.base_url}/model/{quote_model_id(call.model)}/{_action(call)}", encoded=True
-        )
+        url = upstream_url(f"{self.base_url}/model/{quote_model_id(call.model)}/{_action(call)}")
         headers = call.headers  # built for this call: added to, not copied
         for name in ("authorization", "host", "x-amz-date", "x-amz-security-token"):
             headers.popall(name, None)

@@ -14,13 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from yarl import URL
-
 from ..betas import VERTEX_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
 from ..typedefs import ApiFormat, Operation
-from .base import UpstreamCall, UpstreamRequest, check_options
+from .base import UpstreamCall, UpstreamRequest, check_options, upstream_url
 
 __all__ = ("VertexProvider", "vertex_base_url", "vertex_provider")
 
@@ -199,7 +197,7 @@ class VertexProvider:
             f"/publishers/anthropic/models/{target}"
         )
         base = self.base_url if self._base_url_fixed else vertex_base_url(region)
-        url = URL(base + path, encoded=True)
+        url = upstream_url(base + path)
         headers = call.headers  # built for this call: added to, not copied
         headers.popall("x-goog-api-key", None)
         headers["content-type"] = "application/json"
