@@ -1,4 +1,4 @@
-"""Instructions per short request, counted by valgrind's callgrind: naive proxy vs llmgw.
+"""Instructions per request, counted by valgrind's callgrind: naive proxy vs llmgw.
 
 Wall-clock CPU time on a shared VM wanders by 30 % between minutes and by 2-3x between
 days, so a change of a few microseconds per request drowns in it. An instruction count
@@ -9,8 +9,11 @@ for exactly ``--requests`` short streams, then the count is dumped and divided.
 
 Under valgrind a proxy runs ~50x slower, so reads coalesce more than at full speed: the
 counts compare code paths, they are not a prediction of req/s. Compare variants of one run.
+``--case paced`` counts streams of 50 events 20 ms apart, each its own read: the per-chunk
+path (read, tap, write) rather than the per-request one.
 
     python benchmarks/instructions.py
+    python benchmarks/instructions.py --case paced -c 8 --requests 48
     python benchmarks/instructions.py --variants naive,llmgw,llmgw+all -c 4 --requests 400
 """
 
@@ -53,7 +56,8 @@ async def _control(*args: str) -> None:
 
 
 async def _count(target: Endpoint, child: Child, out: Path, args: argparse.Namespace) -> float:
-    """Instructions per request over ``args.requests`` short streams at ``args.concurrency``."""
+    """Instructions per request over ``args.requests`` streams of ``args.case`` at
+    ``args.concurrency`` (the warm-up is short streams either way)."""
     pid = str(child.proc.pid)
     await warm_up(target, "short", args.warmup, args.concurrency)
     await _control("--instr=on", pid)
@@ -63,7 +67,7 @@ async def _count(target: Endpoint, child: Child, out: Path, args: argparse.Names
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await fetch(target, "short")
+            await fetch(target, args.case)
 
     await asyncio.gather(*(work() for _ in range(args.concurrency)))
     await _control("--instr=off", pid)
@@ -130,7 +134,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 def _report(counts: dict[str, float], args: argparse.Namespace) -> None:
     first = next(iter(counts))
     print(
-        f"callgrind: {args.requests} short requests at concurrency {args.concurrency} "
+        f"callgrind: {args.requests} {args.case} requests at concurrency {args.concurrency} "
         f"(after {args.warmup} uncounted); instructions per request, all threads"
     )
     print(f"{'variant':24s} {'instructions':>14s} {'x ' + first:>12s}")
@@ -141,6 +145,7 @@ def _report(counts: dict[str, float], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n\n")[0])
     parser.add_argument("--variants", default="naive,llmgw", help="comma-separated; first is 1.0x")
+    parser.add_argument("--case", choices=("short", "paced"), default="short")
     parser.add_argument("-c", "--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=200)

@@ -14,6 +14,7 @@ envelope (:mod:`._translate_errors`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Protocol
 
 from multidict import CIMultiDict, MultiMapping
@@ -69,6 +70,10 @@ class ResponseAdapter(Protocol):
     def ping(self) -> bytes: ...
 
 
+def _ignore(chunk: bytes) -> None:
+    return None
+
+
 class PassThrough:
     """Same format both ways: every chunk goes out unchanged; the tap only reads."""
 
@@ -89,6 +94,12 @@ class PassThrough:
         if self._tap is not None:
             self._tap.feed(chunk)
         return chunk
+
+    @property
+    def tap_feed(self) -> Callable[[bytes], object]:
+        """What reading a chunk amounts to: the tap's own ``feed`` (the relay calls it
+        once per chunk after writing the chunk out)."""
+        return self._tap.feed if self._tap is not None else _ignore
 
     def close(self) -> bytes:
         if self._tap is not None:

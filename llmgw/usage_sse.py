@@ -35,6 +35,10 @@ _TAIL_SCAN = 16 << 10
 _DELTA_LINE = b"\nevent: message_delta\n"
 _ERROR_LINE = b"\nevent: error\n"
 _DELTA_EVENT = b"event: message_delta\ndata: "
+#: A content delta, the usual chunk of a trickling stream: its framing, around its data.
+_CONTENT_DELTA = b"event: content_block_delta\ndata: "
+_CONTENT_DELTA_LEN = len(_CONTENT_DELTA)
+_CONTENT_DELTA_FRAMING = _CONTENT_DELTA_LEN + 2
 _STOP_EVENT = b'\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
 #: What parsing a malformed event raises; the tap flags it, never the stream.
 _PARSE_ERRORS = (ProtocolError, ValueError, TypeError, KeyError, AttributeError)
@@ -116,6 +120,18 @@ class SSEUsageTap:
                 # Whole events (a trickling stream's usual chunk): account them now and
                 # hold nothing. A window that starts at a boundary is drained the same way.
                 if not window.chunks:
+                    # One content delta (no line end in its data, no CR, which could start
+                    # a line of its own): sized without splitting it into events. (find(),
+                    # a memchr, rather than count(), which walks the chunk byte by byte.)
+                    size = len(chunk) - _CONTENT_DELTA_FRAMING
+                    if (
+                        chunk.startswith(_CONTENT_DELTA)
+                        and chunk.find(b"\n", _CONTENT_DELTA_LEN) == size + _CONTENT_DELTA_LEN
+                        and chunk.find(b"\r") < 0
+                    ):
+                        size -= _DELTA_OVERHEAD
+                        self._delta_bytes += size if size > 1 else 1
+                        return None
                     return self._account(chunk)
                 if window.whole and window.size <= _SMALL:
                     window.add(chunk)

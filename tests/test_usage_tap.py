@@ -332,3 +332,32 @@ def test_skimming_tap_reads_what_the_decoding_tap_reads_on_random_streams(seed: 
             for field in ("output_tokens", "estimated"):
                 del got[field], want[field]
             assert got == want
+
+
+def test_a_stream_read_one_event_at_a_time_is_sized_as_the_decoder_sizes_it() -> None:
+    # How a trickling stream arrives: every content delta a chunk of its own.
+    events, _ = _long_stream(2_000)
+    cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+    data = sse_bytes(events[:cut])
+    tap, reference = SSEUsageTap(), DecodingTap()
+    for block in data.split(b"\n\n")[:-1]:
+        tap.feed(block + b"\n\n")
+        reference.feed(block + b"\n\n")
+    tap.close()
+    reference.close()
+    assert tap.usage.estimated is True and tap.usage.output_tokens > 100
+    assert asdict(tap.usage) == asdict(reference.usage)
+
+
+def test_a_cr_inside_what_starts_as_a_content_delta_is_read_as_the_decoder_reads_it() -> None:
+    # A lone CR ends a line: the chunk's last line renames the event it belongs to.
+    head = sse_bytes(message_events(model=MODEL, text="", usage=FULL)[:1])
+    odd = b"event: content_block_delta\ndata: {}\revent: error\n\n"
+    tap, reference = SSEUsageTap(), DecodingTap()
+    for chunk in (head, odd):
+        tap.feed(chunk)
+        reference.feed(chunk)
+    tap.close()
+    reference.close()
+    assert reference.usage.upstream_error == "error"
+    assert asdict(tap.usage) == asdict(reference.usage)
