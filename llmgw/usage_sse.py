@@ -84,8 +84,9 @@ class SSEUsageTap:
         self._failed = False
         self._mode = _HEAD
         self._carry = b""  # head mode: the bytes of an unfinished first event
-        # skim mode: the last chunks (at least _TAIL_KEEP bytes of them, when there were).
-        self._window = TailWindow(_TAIL_KEEP)
+        # skim mode: the last chunks (at least _TAIL_KEEP bytes of them, when there were),
+        # from the first chunk kept on (a trickling stream keeps none).
+        self._window: TailWindow | None = None
         self._tail_read = False
 
     @property
@@ -95,9 +96,10 @@ class SSEUsageTap:
             return bool(self._carry)
         if self._mode == _DECODE:
             return self._decoder is not None and self._decoder.pending
-        chunks = self._window.chunks
-        if not chunks:
+        window = self._window
+        if window is None or not window.chunks:
             return False
+        chunks = window.chunks
         end = chunks[-1][-4:]
         if len(end) < 4 and len(chunks) > 1:
             end = (chunks[-2][-4:] + end)[-4:]
@@ -105,7 +107,7 @@ class SSEUsageTap:
             return False
         if end.find(b"\r") < 0:
             return True
-        tail = self._window.tail()  # CR line ends mid-stream: let a decoder judge
+        tail = window.tail()  # CR line ends mid-stream: let a decoder judge
         probe = SSEDecoder()
         probe.feed(b"\n")  # past the BOM check
         probe.feed(tail[self._boundary_before(tail, len(tail)) :])
@@ -119,7 +121,7 @@ class SSEUsageTap:
             if len(chunk) <= _SMALL and chunk.endswith(b"\n\n"):
                 # Whole events (a trickling stream's usual chunk): account them now and
                 # hold nothing. A window that starts at a boundary is drained the same way.
-                if not window.chunks:
+                if window is None or not window.chunks:
                     # One content delta (no line end in its data, no CR, which could start
                     # a line of its own): sized without splitting it into events. (find(),
                     # a memchr, rather than count(), which walks the chunk byte by byte.)
@@ -136,6 +138,8 @@ class SSEUsageTap:
                 if window.whole and window.size <= _SMALL:
                     window.add(chunk)
                     return self._account(window.take())
+            if window is None:
+                window = self._window = TailWindow(_TAIL_KEEP)
             window.add(chunk)  # the hot path of big chunks: a reference, looked at later
             return None
         try:
@@ -215,7 +219,7 @@ class SSEUsageTap:
         usage never came."""
         if self._mode == _SKIM and not self._tail_read:
             self._tail_read = True
-            tail = self._window.tail()
+            tail = self._window.tail() if self._window is not None else b""
             # After a parse failure nothing more is parsed, but the cut stream's deltas
             # are still sized for the estimate.
             steps = (self._sample_tail,) if self._failed else (self._read_tail, self._sample_tail)
@@ -270,7 +274,10 @@ class SSEUsageTap:
 
     def _sample_tail(self, tail: bytes) -> None:
         # Cut short: size the deltas on the tail and scale to everything skimmed.
-        whole = self._window.whole
+        window = self._window
+        if window is None:
+            return
+        whole = window.whole
         start = 0 if whole else tail.find(b"\n\n") + 2
         if (start < 2 and not whole) or start >= len(tail):
             return
@@ -279,7 +286,7 @@ class SSEUsageTap:
             for name, data in _events(tail[start:])
             if name == "content_block_delta"
         )
-        self._delta_bytes += sampled * self._window.skimmed // (len(tail) - start)
+        self._delta_bytes += sampled * window.skimmed // (len(tail) - start)
 
     def _last_line(self, tail: bytes, line: bytes) -> int:
         """Offset of the last ``line`` (``\\n`` + field + ``\\n``) in the scanned end of
@@ -287,7 +294,7 @@ class SSEUsageTap:
         found = tail.rfind(line, max(0, len(tail) - _TAIL_SCAN))
         if found >= 0:
             return found + 1
-        return 0 if self._window.whole and tail.startswith(line[1:]) else -1
+        return 0 if self._whole and tail.startswith(line[1:]) else -1
 
     def _boundary_before(self, tail: bytes, offset: int, default: int = 0) -> int:
         """The last event boundary at or before ``offset``: after any ``\\n\\n`` (a blank
@@ -295,7 +302,12 @@ class SSEUsageTap:
         found = tail.rfind(b"\n\n", 0, offset)
         if found >= 0:
             return found + 2
-        return 0 if self._window.whole else default
+        return 0 if self._whole else default
+
+    @property
+    def _whole(self) -> bool:
+        """The kept tail starts where skimming did (an event boundary)."""
+        return self._window is None or self._window.whole
 
     def _fail(self, exc: Exception) -> None:
         self._failed = True
