@@ -161,10 +161,10 @@ def compact_event(data: bytes, pos: int, end: int) -> bytes | None:
         return None
 
 
-def final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
+def final_usage(tail: bytes, start: int) -> tuple[int, dict[str, Any]] | None:
     """The last ``message_delta`` of ``tail`` (from ``start``) that carries a usage object,
     found from the end by its bytes (the chunk header block and the base64 of the event's
-    head) and read as the full decoder would: where its frame ends, and the event JSON.
+    head) and read as the full decoder would: where its frame ends, and the parsed event.
     ``None`` otherwise."""
     mark = MESSAGE_DELTA_MARK
     at = tail.rfind(mark, start + PRELUDE_SIZE)
@@ -175,11 +175,12 @@ def final_usage(tail: bytes, start: int) -> tuple[int, bytes] | None:
             event = compact_event(tail, pos, end)
             if event is not None:
                 try:
-                    usage = loads(event).get("usage")
+                    delta = loads(event)
+                    usage = delta.get("usage")
                 except (ValueError, AttributeError):
                     usage = None
                 if isinstance(usage, dict):
-                    return end, event
+                    return end, delta
         at = tail.rfind(mark, start + PRELUDE_SIZE, at)
     return None
 

@@ -355,8 +355,8 @@ class BedrockUsageTap:
             # The final usage, and what follows it (message_stop's invocation metrics, an
             # exception), read exactly; the deltas before it are not walked at all, as in
             # the SSE tap: a frame in that skimmed middle goes unseen.
-            end, event = final
-            self.on_event("message_delta", event)
+            end, delta = final
+            self._events.on_message_delta(delta)
             try:
                 self._walk(tail[end:])
             except Exception as exc:  # the safety net, as in feed()

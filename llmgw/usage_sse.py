@@ -200,19 +200,23 @@ class SSEUsageTap:
             usage_from_message(message, self.usage)
             self.usage.final = False
         elif name == "message_delta":
-            payload = loads(data)
-            if isinstance(payload.get("usage"), dict):
-                self.usage.update(payload["usage"])
-                self.usage.final = True
-                self.usage.estimated = False
-            stop = payload.get("delta", {}).get("stop_reason")
-            if isinstance(stop, str):
-                self.usage.stop_reason = stop
+            self.on_message_delta(loads(data))
         elif name == "error":
             payload = loads(data)
             self.error = payload.get("error") if isinstance(payload, dict) else None
             kind = self.error.get("type") if isinstance(self.error, dict) else None
             self.usage.upstream_error = kind if isinstance(kind, str) else "error"
+
+    def on_message_delta(self, payload: Any) -> None:
+        """Account a parsed ``message_delta``: its usage is cumulative, the last one wins."""
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self.usage.update(usage)
+            self.usage.final = True
+            self.usage.estimated = False
+        stop = payload.get("delta", {}).get("stop_reason")
+        if isinstance(stop, str):
+            self.usage.stop_reason = stop
 
     def close(self) -> None:
         """End of stream (clean or not): read the tail, and estimate output if the final

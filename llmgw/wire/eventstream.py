@@ -169,7 +169,10 @@ def _compact_base64(data: bytes, start: int, stop: int) -> int:
         return -1
     begin = start + _CHUNK_PREFIX_SIZE
     quote = data.find(b'"', begin, stop)
-    if quote < 0 or _COMPACT_TAIL.fullmatch(data, quote, stop) is None:
+    if quote < 0:
+        return -1
+    tail = data[quote:stop]
+    if tail not in _TAILS and not compact_tail(tail):
         return -1
     if data.find(b"\\", begin, quote) >= 0:
         return -1
