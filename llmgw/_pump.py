@@ -17,7 +17,6 @@ from ._watchdog import Watchdog
 from .config import UpstreamConfig
 from .context import RequestContext
 from .headers import REQUEST_ID_HEADER, forward_response_headers
-from .keys import ADAPTER_WRAPPER
 from .log import relay_logger
 from .routes import Deployment
 from .translate import PassThrough, ResponseAdapter, response_adapter
@@ -185,9 +184,8 @@ async def _begin(
     adapter = response_adapter(
         ctx, deployment, content_type, headers=up.headers, ping_interval=cfg.ping_interval
     )
-    wrap = request.get(ADAPTER_WRAPPER)
-    if wrap is not None:  # audit body capture: a tap on exactly what the client is sent
-        adapter = wrap(ctx, adapter)
+    if ctx.capture is not None:  # audit body capture: a tap on exactly what the client is sent
+        adapter = ctx.capture(ctx, adapter)
     # The live usage from here on, whatever ends the stream; the context's own empty one
     # goes now, not at the end.
     ctx.usage = adapter.usage

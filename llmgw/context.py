@@ -22,8 +22,11 @@ from .typedefs import JSON, ApiFormat, Operation
 from .usage import Outcome, Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .routes import Deployment, Route
     from .routing.plan import AttemptPlan
+    from .translate import ResponseAdapter
 
 __all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context", "parsed_body")
 
@@ -67,11 +70,12 @@ class RequestContext:
     #: again when a failover does).
     body: JSON | None = None
     #: The request body as received. Released too once an upstream answered (no failover
-    #: can need it then) unless ``keep_body``: an open stream would otherwise hold the
+    #: can need it then) unless ``capture`` is set: an open stream would otherwise hold the
     #: client's whole prompt (~100 KB for Claude Code, megabytes with images).
     raw_body: bytes | None = None
-    #: Set by a middleware that reads ``raw_body`` after the response (audit body capture).
-    keep_body: bool = False
+    #: Set by a middleware that reads the request and response bodies after the relay
+    #: (audit body capture): it wraps the relay's response adapter, and ``raw_body`` is kept.
+    capture: Callable[[RequestContext, ResponseAdapter], ResponseAdapter] | None = None
     requested_model: str | None = None
     session_id: str | None = None
     agent_id: str | None = None

@@ -8,8 +8,6 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .admin.api import AdminApi, AdminChangeHook
     from .audit.writer import AuditWriter
     from .auth.authenticator import Authenticator
@@ -23,10 +21,8 @@ if TYPE_CHECKING:
     from .routing.health import HealthBoard
     from .routing.reload import RouteReloader
     from .storage.db import Database
-    from .translate import ResponseAdapter
 
 __all__ = (
-    "ADAPTER_WRAPPER",
     "ADMIN_API",
     "ADMIN_CHANGE_HOOKS",
     "AUDIT",
@@ -66,10 +62,6 @@ ADMIN_API: web.AppKey[AdminApi] = web.AppKey("llmgw.admin_api")
 ADMIN_CHANGE_HOOKS: web.AppKey[list[AdminChangeHook]] = web.AppKey("llmgw.admin_change_hooks")
 #: The audit log's writer, when ``[audit]`` is enabled.
 AUDIT: web.AppKey[AuditWriter] = web.AppKey("llmgw.audit")
-#: Wraps the relay's response adapter for one request (audit body capture taps it there).
-ADAPTER_WRAPPER: web.RequestKey[Callable[[RequestContext, ResponseAdapter], ResponseAdapter]] = (
-    web.RequestKey("llmgw.adapter_wrapper")
-)
 #: Where usage records are kept (reports read it) and the writer that fills it.
 USAGE_STORE: web.AppKey[UsageStore] = web.AppKey("llmgw.usage_store")
 USAGE_WRITER: web.AppKey[UsageWriter] = web.AppKey("llmgw.usage_writer")

@@ -153,7 +153,7 @@ async def relay(
                 # (not isinstance(up, web.StreamResponse): an ABC, so a slow check)
                 if not isinstance(up, aiohttp.ClientResponse):
                     return up
-                if not ctx.keep_body and ctx.raw_body is not None:
+                if ctx.capture is None and ctx.raw_body is not None:
                     # Answered: no failover can need the body now.
                     _trim.released(len(ctx.raw_body))
                     ctx.raw_body = None

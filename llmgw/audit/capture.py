@@ -54,7 +54,7 @@ class CapturePolicy:
         return any(fnmatch.fnmatchcase(m, p) for m in models for p in self.models)
 
     def wrap(self, ctx: RequestContext, adapter: ResponseAdapter) -> ResponseAdapter:
-        """The relay's hook (``ADAPTER_WRAPPER``): tap the response if the policy applies."""
+        """The relay's hook (``RequestContext.capture``): tap the response if the policy applies."""
         if not self.applies(ctx):
             return adapter
         capture = BodyCapture(self.max_bytes)

@@ -19,7 +19,6 @@ from ..audit.record import request_record, start_record
 from ..audit.redact import Redactor
 from ..audit.writer import AuditUnavailableError, AuditWriter
 from ..context import RequestContext, get_context
-from ..keys import ADAPTER_WRAPPER
 from ..log import audit_logger
 from ..pricing import PriceTable
 from ..typedefs import JSON, Handler, Middleware
@@ -54,8 +53,7 @@ def audit_middleware(
         if w.sync:
             await w.append(start_record(ctx, request, red))
         if capture is not None:
-            request[ADAPTER_WRAPPER] = capture.wrap
-            ctx.keep_body = True  # captured on the way out, after the relay is done
+            ctx.capture = capture.wrap  # read on the way out, after the relay is done
         response: web.StreamResponse | None = None
         failure: BaseException | None = None
         try:
