@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import StreamReader, web
 
+from . import _trim
 from ._json import loads
 from .errors import InvalidRequestError, RequestTooLargeError
 from .keys import CONTEXT
@@ -28,7 +29,15 @@ if TYPE_CHECKING:
     from .routing.plan import AttemptPlan
     from .translate import ResponseAdapter
 
-__all__ = ("Attempt", "Identity", "RequestContext", "get_body", "get_context", "parsed_body")
+__all__ = (
+    "Attempt",
+    "Identity",
+    "RequestContext",
+    "get_body",
+    "get_context",
+    "parsed_body",
+    "release_body",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +179,23 @@ def get_context(request: web.Request) -> RequestContext:
     )
     request[CONTEXT] = ctx
     return ctx
+
+
+def release_body(ctx: RequestContext) -> None:
+    """Let go of the request body, bytes and parsed, once nothing can need it: after the
+    upstream answered, or once the request is answered at all.
+
+    An answered request is not gone: aiohttp keeps a keep-alive connection's last request,
+    and with it this context, until the connection's next request arrives. A body left here
+    would be held (~100 KB for Claude Code, megabytes with images) by every idle connection.
+    Kept while ``capture`` is set: that middleware reads it on the way out, then releases it.
+    """
+    if ctx.capture is not None:
+        return
+    ctx.body = None
+    if ctx.raw_body is not None:
+        _trim.released(len(ctx.raw_body))
+        ctx.raw_body = None
 
 
 def parsed_body(ctx: RequestContext) -> JSON:

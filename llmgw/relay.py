@@ -30,12 +30,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from . import _trim
 from ._pump import finish, stream_response
 from ._watchdog import ClientGone, Watchdog
 from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
-from .context import Attempt, RequestContext, get_context
+from .context import Attempt, RequestContext, get_context, release_body
 from .errors import (
     BadGatewayError,
     GatewayTimeoutError,
@@ -153,10 +152,7 @@ async def relay(
                 # (not isinstance(up, web.StreamResponse): an ABC, so a slow check)
                 if not isinstance(up, aiohttp.ClientResponse):
                     return up
-                if ctx.capture is None and ctx.raw_body is not None:
-                    # Answered: no failover can need the body now.
-                    _trim.released(len(ctx.raw_body))
-                    ctx.raw_body = None
+                release_body(ctx)  # answered: no failover can need the body now
                 # Streamed from this frame, not from the call's: one coroutine frame less
                 # held for every open stream.
                 try:
@@ -178,6 +174,7 @@ async def relay(
                 plan.release(deployment)
     finally:
         dog.close()
+        release_body(ctx)  # whatever the answer (an upstream's error, a 502, a 499...)
     if failure is not None:
         ctx.deployment = failed_on
     return _every_deployment_failed(ctx, failure)

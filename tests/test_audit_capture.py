@@ -10,11 +10,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 
 from llmgw.audit import AuditQuery, Redactor, SQLAuditSink
+from llmgw.audit.capture import CAPTURE
 from llmgw.audit.redact import MASK
 from llmgw.config import AuditCaptureConfig, AuditConfig, GatewayConfig
+from llmgw.context import RequestContext, get_context
 from llmgw.keys import AUDIT
+from llmgw.typedefs import Handler
 from tests.claude_cli import ProxySink, require_claude, run_claude
 from tests.conftest import GatewayClient, GatewayFactory, gateway_config
 from tests.fakes.anthropic import FakeAnthropic, Reply
@@ -124,6 +128,35 @@ async def test_streamed_response_is_captured_redacted_and_capped(
     assert out["bytes"] == len(streamed) and not out["truncated"]
     assert "event: message_stop" in out["text"]
     assert ANTHROPIC_SHAPED not in out["text"] and "carol@example.org" not in out["text"]
+
+
+async def test_captured_bodies_are_let_go_once_the_record_is_written(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    # aiohttp keeps a keep-alive connection's last request, and so its context, until the
+    # next request comes: the context must not keep the bodies the record was built from.
+    seen: list[RequestContext] = []
+
+    @web.middleware
+    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(get_context(request))
+        return await handler(request)
+
+    config = capture_config(str(fake_anthropic.url), all=True)
+    client = await gateway(config, middlewares=(keep,))
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "remember this"}],
+    }
+    resp = await client.post("/v1/messages", json=body)
+    await resp.read()
+    (rec,) = await completed(client)
+    assert "remember this" in rec["request_body"]["text"] and rec["response_body"]["bytes"] > 0
+    (ctx,) = seen
+    assert ctx.raw_body is None and ctx.body is None and ctx.capture is None
+    assert CAPTURE not in ctx.extras
 
 
 async def test_capture_cap_truncates_and_counts_the_whole_size(

@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from pytest_aiohttp import AiohttpServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
 from llmgw.app import make_app
-from llmgw.config import GatewayConfig, UpstreamConfig
+from llmgw.config import DeploymentConfig, GatewayConfig, RouteConfig, UpstreamConfig
 from llmgw.context import RequestContext, get_context
 from llmgw.demo import DemoUsage, message_events, sse_bytes
 from llmgw.providers.anthropic import AnthropicProvider
@@ -169,6 +169,45 @@ async def test_the_request_body_is_released_while_the_answer_streams(
     await resp.read()
     assert ctx.outcome is Outcome.COMPLETE
     assert fake_anthropic.requests[-1].json()["messages"][0]["content"] == prompt
+
+
+@pytest.mark.parametrize(
+    ("body", "reply", "status"),
+    [
+        (BODY, Reply(), 200),
+        (STREAM_BODY, Reply(), 200),
+        (BODY, Reply(status=400, body={"type": "error", "error": {"type": "x"}}), 400),
+        (BODY | {"model": "gpt-4"}, Reply(), 404),
+        ({k: v for k, v in BODY.items() if k != "model"}, Reply(), 400),
+    ],
+    ids=["answered", "streamed", "upstream-error", "unrouted-model", "invalid-request"],
+)
+async def test_an_answered_request_holds_no_body_while_its_connection_idles(
+    aiohttp_client: AiohttpClient,
+    fake_anthropic: FakeAnthropic,
+    body: dict[str, Any],
+    reply: Reply,
+    status: int,
+) -> None:
+    # aiohttp keeps a keep-alive connection's last request (and its context) until the
+    # next request arrives on it: a body left on the context would be held that long.
+    fake_anthropic.queue(reply)
+    seen: list[RequestContext] = []
+
+    @web.middleware
+    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(get_context(request))
+        return await handler(request)
+
+    route = RouteConfig(model=BODY["model"], deployments=(DeploymentConfig(provider="anthropic"),))
+    app = make_app(gateway_config(str(fake_anthropic.url), routes=(route,)))
+    app.middlewares.insert(0, keep)  # outermost: it sees requests refused before the relay
+    client = await aiohttp_client(app)
+    resp = await client.post("/v1/messages", json=body, headers=HEADERS)
+    assert resp.status == status
+    await resp.read()
+    (ctx,) = seen
+    assert ctx.body is None and ctx.raw_body is None
 
 
 async def test_sse_bytes_reach_the_client_unchanged_whatever_the_chunking(

@@ -18,7 +18,7 @@ from ..audit.capture import CAPTURE, BodyCapture, CapturePolicy, captured_body
 from ..audit.record import request_record, start_record
 from ..audit.redact import Redactor
 from ..audit.writer import AuditUnavailableError, AuditWriter
-from ..context import RequestContext, get_context
+from ..context import RequestContext, get_context, release_body
 from ..log import audit_logger
 from ..pricing import PriceTable
 from ..typedefs import JSON, Handler, Middleware
@@ -76,6 +76,10 @@ def audit_middleware(
             record = request_record(
                 ctx, request, red, status=status, failure=failure, prices=costs, bodies=bodies
             )
+            if capture is not None:  # read: the bodies go (see release_body)
+                ctx.capture = None
+                ctx.extras.pop(CAPTURE, None)
+                release_body(ctx)
             await _persist(w, record)
 
     return _audit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..context import get_context
+from ..context import get_context, release_body
 from ..errors import LlmgwError, error_body, error_type_for_status
 from ..formats.bedrock import as_bedrock_error, is_bedrock_request
 from ..headers import REQUEST_ID_HEADER
@@ -33,7 +33,7 @@ def errors_middleware() -> Middleware:
             raise
         except web.HTTPException as exc:
             if exc.status < 400 or exc.content_type == "application/json":
-                _stamp(request, exc)
+                _answered(request, exc)
                 raise
             message = exc.text or exc.reason
             if exc.status == 413:
@@ -43,14 +43,18 @@ def errors_middleware() -> Middleware:
             relay_logger.exception("unhandled error in request %s", get_context(request).request_id)
             raise _finished(request, _envelope(500, "internal gateway error", None)) from None
         if not response.prepared:
-            _stamp(request, response)
+            _answered(request, response)
         return response
 
     return _errors
 
 
-def _stamp(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault(REQUEST_ID_HEADER, get_context(request).request_id)
+def _answered(request: web.Request, response: web.StreamResponse) -> None:
+    """``response`` is the answer: it gets the request id, and the request its body
+    released (:func:`~llmgw.context.release_body`; the relay released a streamed one)."""
+    ctx = get_context(request)
+    response.headers.setdefault(REQUEST_ID_HEADER, ctx.request_id)
+    release_body(ctx)
 
 
 def _finished(request: web.Request, exc: LlmgwError) -> LlmgwError:
@@ -58,7 +62,7 @@ def _finished(request: web.Request, exc: LlmgwError) -> LlmgwError:
     (boto3 reads nothing else)."""
     if is_bedrock_request(request):
         as_bedrock_error(exc)
-    _stamp(request, exc)
+    _answered(request, exc)
     return exc
 
 
