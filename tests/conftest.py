@@ -11,6 +11,8 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from llmgw.app import make_app
 from llmgw.config import GatewayConfig, ProviderConfig, StorageConfig
+from llmgw.context import RequestContext, get_context
+from llmgw.typedefs import Handler, Middleware
 from tests.fakes.anthropic import FakeAnthropic
 
 #: Session-wide secret-leak scan of logs and output files (see tests/secret_scan.py).
@@ -18,6 +20,18 @@ pytest_plugins = ("tests.secret_scan",)
 
 GatewayClient = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[GatewayClient]]
+
+
+def context_recorder() -> tuple[list[RequestContext], Middleware]:
+    """A middleware that keeps every request's live context (not a copy), and the list."""
+    seen: list[RequestContext] = []
+
+    @web.middleware
+    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen.append(get_context(request))
+        return await handler(request)
+
+    return seen, keep
 
 
 @pytest.fixture

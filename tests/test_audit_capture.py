@@ -10,17 +10,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
 
 from llmgw.audit import AuditQuery, Redactor, SQLAuditSink
 from llmgw.audit.capture import CAPTURE
 from llmgw.audit.redact import MASK
 from llmgw.config import AuditCaptureConfig, AuditConfig, GatewayConfig
-from llmgw.context import RequestContext, get_context
 from llmgw.keys import AUDIT
-from llmgw.typedefs import Handler
 from tests.claude_cli import ProxySink, require_claude, run_claude
-from tests.conftest import GatewayClient, GatewayFactory, gateway_config
+from tests.conftest import GatewayClient, GatewayFactory, context_recorder, gateway_config
 from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.secret_scan import SecretRegistry
 
@@ -135,13 +132,7 @@ async def test_captured_bodies_are_let_go_once_the_record_is_written(
 ) -> None:
     # aiohttp keeps a keep-alive connection's last request, and so its context, until the
     # next request comes: the context must not keep the bodies the record was built from.
-    seen: list[RequestContext] = []
-
-    @web.middleware
-    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen.append(get_context(request))
-        return await handler(request)
-
+    seen, keep = context_recorder()
     config = capture_config(str(fake_anthropic.url), all=True)
     client = await gateway(config, middlewares=(keep,))
     body = {

@@ -34,7 +34,7 @@ from llmgw.providers.anthropic import AnthropicProvider
 from llmgw.routes import Deployment
 from llmgw.typedefs import Handler, Middleware
 from llmgw.usage import Outcome
-from tests.conftest import GatewayFactory, gateway_config
+from tests.conftest import GatewayFactory, context_recorder, gateway_config
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
 MODEL = "claude-sonnet-4-6"
@@ -141,13 +141,7 @@ async def test_the_request_body_is_released_while_the_answer_streams(
 ) -> None:
     second = asyncio.Event()
     fake_anthropic.queue(Reply(gates={1: second}))
-    seen: list[RequestContext] = []
-
-    @web.middleware
-    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen.append(get_context(request))  # the live context, not a copy
-        return await handler(request)
-
+    seen, keep = context_recorder()
     client = await gateway(middlewares=(keep,))
     prompt = "x" * 900_000  # Claude Code's are ~100 KB, with images megabytes
     body = json.dumps(STREAM_BODY | {"messages": [{"role": "user", "content": prompt}]}).encode()
@@ -192,13 +186,7 @@ async def test_an_answered_request_holds_no_body_while_its_connection_idles(
     # aiohttp keeps a keep-alive connection's last request (and its context) until the
     # next request arrives on it: a body left on the context would be held that long.
     fake_anthropic.queue(reply)
-    seen: list[RequestContext] = []
-
-    @web.middleware
-    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen.append(get_context(request))
-        return await handler(request)
-
+    seen, keep = context_recorder()
     route = RouteConfig(model=BODY["model"], deployments=(DeploymentConfig(provider="anthropic"),))
     app = make_app(gateway_config(str(fake_anthropic.url), routes=(route,)))
     app.middlewares.insert(0, keep)  # outermost: it sees requests refused before the relay
