@@ -5,7 +5,7 @@ days, so a change of a few microseconds per request drowns in it. An instruction
 does not: for the same code, inputs and interpreter it is the same run after run, whatever
 else the machine does. Each proxy runs under ``valgrind --tool=callgrind`` with
 instrumentation off while it starts and warms up; it is switched on (``callgrind_control``)
-for exactly ``--requests`` short streams, then the count is dumped and divided.
+for exactly ``--requests`` streams (short ones by default), then the count is dumped and divided.
 
 Under valgrind a proxy runs ~50x slower, so reads coalesce more than at full speed: the
 counts compare code paths, they are not a prediction of req/s. Compare variants of one run.
