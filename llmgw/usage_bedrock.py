@@ -91,6 +91,32 @@ def apply_invocation_metrics(usage: Usage, metrics: Mapping[str, Any]) -> None:
         usage.estimated = False
 
 
+def _content_frame(data: bytes, pos: int, end: int) -> int:
+    """For the whole chunk frame ``data[pos:end]``: the delta bytes of a compact content
+    delta (as :meth:`~llmgw.usage_sse.SSEUsageTap.on_event` counts them), 0 for a compact
+    content block start or stop, -1 for anything else (that is read in full).
+
+    A content frame is recognised by its bytes alone (see :class:`BedrockUsageTap`); its size
+    comes from the base64 length, which Bedrock never splits or escapes."""
+    delta = data.startswith(DELTA_MARK, pos + 12)
+    if not delta and not data.startswith(BLOCK_MARK, pos + 12):
+        return -1
+    payload_end = end - 4
+    after = pos + (DELTA_MARK_END if delta else BLOCK_MARK_END)
+    quote = data.find(b'"', after, payload_end)
+    if quote < 0:
+        return -1
+    tail = data[quote:payload_end]
+    if (tail not in _TAILS and not compact_tail(tail)) or data.find(b"\\", after, quote) >= 0:
+        return -1  # not Bedrock's compact layout, or a JSON escape
+    if not delta:
+        return 0
+    size = (quote - pos - BASE64_START) // 4 * 3
+    if data[quote - 1] == PAD:
+        size -= 2 if data[quote - 2] == PAD else 1
+    return size - _DELTA_OVERHEAD if size > _DELTA_OVERHEAD else 1
+
+
 class BedrockUsageTap:
     """Usage from an InvokeModelWithResponseStream body (a view; never alters the bytes).
 
@@ -172,6 +198,14 @@ class BedrockUsageTap:
             self._window.add(chunk)
             return
         buf = self._buf
+        if not buf and self._started and not self._failed and len(chunk) >= PRELUDE_SIZE:
+            # One whole content frame, a trickling stream's usual chunk: no walk to set up.
+            total, headers_size = LENGTHS.unpack_from(chunk)
+            if total == len(chunk) <= MAX_FRAME and headers_size == CHUNK_HEADERS_SIZE:
+                counted = _content_frame(chunk, 0, total)
+                if counted >= 0:
+                    self._delta_bytes += counted
+                    return
         if buf:
             buf += chunk
             if len(buf) < self._need:
@@ -205,14 +239,7 @@ class BedrockUsageTap:
         end = len(data)
         pos = 0
         delta_bytes = 0
-        # Locals, not globals, in the loop: it runs once a frame.
         unpack = LENGTHS.unpack_from
-        startswith = data.startswith
-        find = data.find
-        tails = _TAILS
-        mark, chunk_headers_size, mark_end = DELTA_MARK, CHUNK_HEADERS_SIZE, DELTA_MARK_END
-        block_mark, block_mark_end = BLOCK_MARK, BLOCK_MARK_END
-        base64_start, pad, overhead = BASE64_START, PAD, _DELTA_OVERHEAD
         try:
             while end - pos >= PRELUDE_SIZE:
                 total, headers_size = unpack(data, pos)
@@ -223,31 +250,15 @@ class BedrockUsageTap:
                 if next_pos > end:
                     self._need = total
                     return pos
-                if headers_size == chunk_headers_size and (
-                    (delta := startswith(mark, pos + 12)) or startswith(block_mark, pos + 12)
-                ):
-                    payload_end = next_pos - 4
-                    after = pos + (mark_end if delta else block_mark_end)
-                    quote = find(b'"', after, payload_end)
-                    if (
-                        quote > 0
-                        and (
-                            data[quote:payload_end] in tails
-                            or compact_tail(data[quote:payload_end])
-                        )
-                        and find(b"\\", after, quote) < 0  # no JSON escape
-                    ):
-                        if delta:
-                            # Base64 length → decoded length; Bedrock's base64 is never split.
-                            size = (quote - pos - base64_start) // 4 * 3
-                            if data[quote - 1] == pad:
-                                size -= 2 if data[quote - 2] == pad else 1
-                            delta_bytes += size - overhead if size > overhead else 1
-                        pos = next_pos  # (a block's start or stop: nothing to count)
+                if headers_size == CHUNK_HEADERS_SIZE:
+                    counted = _content_frame(data, pos, next_pos)
+                    if counted >= 0:
+                        delta_bytes += counted
+                        pos = next_pos
                         continue
                 event = (
                     compact_event(data, pos, next_pos)
-                    if headers_size == chunk_headers_size
+                    if headers_size == CHUNK_HEADERS_SIZE
                     else None
                 )
                 if event is None:

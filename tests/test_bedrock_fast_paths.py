@@ -198,6 +198,32 @@ def test_tap_accounts_exactly_like_the_full_decoder_on_random_streams(seed: int)
         assert _state(tap.usage, tap.error) == _state(reference.usage, reference.error)
 
 
+def _by_frame(data: bytes) -> list[bytes]:
+    """``data`` read one whole frame at a time (a trickling stream's reads), any cut-off
+    rest last."""
+    chunks, pos = [], 0
+    while len(data) - pos >= 12:
+        end = pos + int.from_bytes(data[pos : pos + 4], "big")
+        if end > len(data) or end < pos + 16:
+            break
+        chunks.append(data[pos:end])
+        pos = end
+    return chunks + ([data[pos:]] if pos < len(data) else [])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_stream_read_one_frame_at_a_time_is_accounted_like_the_full_decoder(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(150):
+        tap, reference = BedrockUsageTap(), ReferenceTap()
+        for chunk in _by_frame(_stream(rng, broken=True)):
+            tap.feed(chunk)
+            reference.feed(chunk)
+        tap.close()
+        reference.events.close()
+        assert _state(tap.usage, tap.error) == _state(reference.usage, reference.error)
+
+
 def _well_formed(data: bytes) -> bytes:
     """``data`` without the frames the full decoder refuses or reports (corrupt payloads,
     exceptions, errors, other event types): what a stream's usage is read from when those
