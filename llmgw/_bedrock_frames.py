@@ -12,16 +12,19 @@ import zlib
 from typing import Any
 
 from ._json import loads
+from .usage import _DELTA_OVERHEAD
 from .wire import EventStreamMessage, encode_bedrock_chunk
 from .wire.eventstream import (
     _CHUNK_PREFIX_SIZE,
     _LENGTHS,
     _MIN_MESSAGE_SIZE,
     _PRELUDE_SIZE,
+    _TAILS,
     _U32,
     DEFAULT_MAX_HEADERS_SIZE,
     DEFAULT_MAX_PAYLOAD_SIZE,
     _compact_base64,
+    compact_tail,
 )
 
 __all__ = (
@@ -43,6 +46,7 @@ __all__ = (
     "PROBE",
     "U32",
     "compact_event",
+    "content_frame",
     "exception_info",
     "final_usage",
     "resync",
@@ -138,6 +142,33 @@ def through_message_start(chunk: bytes) -> int:
         return 0
     total = _chunk_frame_size(chunk, at - PRELUDE_SIZE)
     return at - PRELUDE_SIZE + total if total else 0
+
+
+def content_frame(data: bytes, pos: int, end: int) -> int:
+    """For the whole chunk frame ``data[pos:end]``: the delta bytes of a compact content
+    delta (as :meth:`~llmgw.usage_sse.SSEUsageTap.on_event` counts them), 0 for a compact
+    content block start or stop, -1 for anything else (that is read in full).
+
+    A content frame is recognised by its bytes alone (see
+    :class:`~llmgw.usage_bedrock.BedrockUsageTap`); its size comes from the base64 length,
+    which Bedrock never splits or escapes."""
+    delta = data.startswith(DELTA_MARK, pos + 12)
+    if not delta and not data.startswith(BLOCK_MARK, pos + 12):
+        return -1
+    payload_end = end - 4
+    after = pos + (DELTA_MARK_END if delta else BLOCK_MARK_END)
+    quote = data.find(b'"', after, payload_end)
+    if quote < 0:
+        return -1
+    tail = data[quote:payload_end]
+    if (tail not in _TAILS and not compact_tail(tail)) or data.find(b"\\", after, quote) >= 0:
+        return -1  # not Bedrock's compact layout, or a JSON escape
+    if not delta:
+        return 0
+    size = (quote - pos - BASE64_START) // 4 * 3
+    if data[quote - 1] == PAD:
+        size -= 2 if data[quote - 2] == PAD else 1
+    return size - _DELTA_OVERHEAD if size > _DELTA_OVERHEAD else 1
 
 
 def compact_event(data: bytes, pos: int, end: int) -> bytes | None:

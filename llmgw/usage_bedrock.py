@@ -13,19 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._bedrock_frames import (
-    BASE64_START,
-    BLOCK_MARK,
-    BLOCK_MARK_END,
     CHUNK_HEADERS_SIZE,
-    DELTA_MARK,
-    DELTA_MARK_END,
     LENGTHS,
     MAX_FRAME,
     MIN_FRAME,
-    PAD,
     PRELUDE_SIZE,
     U32,
     compact_event,
+    content_frame,
     exception_info,
     final_usage,
     resync,
@@ -44,7 +39,6 @@ from .wire import (
     ProtocolError,
     decode_bedrock_chunk,
 )
-from .wire.eventstream import _TAILS, compact_tail
 
 __all__ = (
     "BedrockUsageTap",
@@ -89,32 +83,6 @@ def apply_invocation_metrics(usage: Usage, metrics: Mapping[str, Any]) -> None:
         usage.update(reported)
         usage.final = True
         usage.estimated = False
-
-
-def _content_frame(data: bytes, pos: int, end: int) -> int:
-    """For the whole chunk frame ``data[pos:end]``: the delta bytes of a compact content
-    delta (as :meth:`~llmgw.usage_sse.SSEUsageTap.on_event` counts them), 0 for a compact
-    content block start or stop, -1 for anything else (that is read in full).
-
-    A content frame is recognised by its bytes alone (see :class:`BedrockUsageTap`); its size
-    comes from the base64 length, which Bedrock never splits or escapes."""
-    delta = data.startswith(DELTA_MARK, pos + 12)
-    if not delta and not data.startswith(BLOCK_MARK, pos + 12):
-        return -1
-    payload_end = end - 4
-    after = pos + (DELTA_MARK_END if delta else BLOCK_MARK_END)
-    quote = data.find(b'"', after, payload_end)
-    if quote < 0:
-        return -1
-    tail = data[quote:payload_end]
-    if (tail not in _TAILS and not compact_tail(tail)) or data.find(b"\\", after, quote) >= 0:
-        return -1  # not Bedrock's compact layout, or a JSON escape
-    if not delta:
-        return 0
-    size = (quote - pos - BASE64_START) // 4 * 3
-    if data[quote - 1] == PAD:
-        size -= 2 if data[quote - 2] == PAD else 1
-    return size - _DELTA_OVERHEAD if size > _DELTA_OVERHEAD else 1
 
 
 class BedrockUsageTap:
@@ -202,7 +170,7 @@ class BedrockUsageTap:
             # One whole content frame, a trickling stream's usual chunk: no walk to set up.
             total, headers_size = LENGTHS.unpack_from(chunk)
             if total == len(chunk) <= MAX_FRAME and headers_size == CHUNK_HEADERS_SIZE:
-                counted = _content_frame(chunk, 0, total)
+                counted = content_frame(chunk, 0, total)
                 if counted >= 0:
                     self._delta_bytes += counted
                     return
@@ -251,7 +219,7 @@ class BedrockUsageTap:
                     self._need = total
                     return pos
                 if headers_size == CHUNK_HEADERS_SIZE:
-                    counted = _content_frame(data, pos, next_pos)
+                    counted = content_frame(data, pos, next_pos)
                     if counted >= 0:
                         delta_bytes += counted
                         pos = next_pos
