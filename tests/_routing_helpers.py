@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
-
 from llmgw.config import GatewayConfig, parse_config
-from llmgw.context import RequestContext, get_context
-from llmgw.typedefs import Handler, Middleware
 
-__all__ = ("HEADERS", "Dropper", "body", "capture", "routed_config")
+__all__ = ("HEADERS", "Dropper", "body", "routed_config")
 
 HEADERS = {"anthropic-version": "2023-06-01"}
 
@@ -72,16 +67,3 @@ class Dropper:
         finally:
             self._server.close()
             await self._server.wait_closed()
-
-
-def capture(into: list[RequestContext]) -> Middleware:
-    """Test-only: a copy of each request's context as the handler left it."""
-
-    @web.middleware
-    async def _capture(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            into.append(copy.copy(get_context(request)))
-
-    return _capture

@@ -22,11 +22,12 @@ from llmgw.config import (
     StorageConfig,
     UpstreamConfig,
 )
-from llmgw.context import RequestContext, get_context
+from llmgw.context import RequestContext
 from llmgw.providers import AnthropicProvider, Provider
 from llmgw.providers.bedrock import BedrockProvider
 from llmgw.providers.vertex import VertexProvider
 from llmgw.typedefs import Handler, Middleware
+from tests.conftest import live_contexts
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.bedrock import FakeBedrock, gateway_credentials
 from tests.fakes.vertex import TEST_TOKEN, FakeVertex
@@ -83,15 +84,6 @@ def route(model: str, provider: str, upstream_model: str | None = None) -> Route
     )
 
 
-def _capture(store: list[RequestContext]) -> Middleware:
-    @web.middleware
-    async def capture(request: web.Request, handler: Handler) -> web.StreamResponse:
-        store.append(get_context(request))
-        return await handler(request)
-
-    return capture
-
-
 async def start_gateway(
     aiohttp_client: AiohttpClient,
     providers: Mapping[str, Provider],
@@ -114,7 +106,7 @@ async def start_gateway(
         auth=auth or AuthConfig(),
     )
     store = contexts if contexts is not None else []
-    app = make_app(config, providers=providers, middlewares=(_capture(store),))
+    app = make_app(config, providers=providers, middlewares=(live_contexts(store),))
     if seen is not None:
         app.middlewares.insert(0, _record(seen))
     return await aiohttp_client(app)

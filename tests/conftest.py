@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -22,16 +23,32 @@ GatewayClient = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[..., Awaitable[GatewayClient]]
 
 
-def context_recorder() -> tuple[list[RequestContext], Middleware]:
-    """A middleware that keeps every request's live context (not a copy), and the list."""
-    seen: list[RequestContext] = []
+def live_contexts(into: list[RequestContext]) -> Middleware:
+    """Test-only: each request's live context (not a copy), recorded as the request enters."""
 
     @web.middleware
-    async def keep(request: web.Request, handler: Handler) -> web.StreamResponse:
-        seen.append(get_context(request))
+    async def _live(request: web.Request, handler: Handler) -> web.StreamResponse:
+        into.append(get_context(request))
         return await handler(request)
 
-    return seen, keep
+    return _live
+
+
+def context_copies(into: list[RequestContext]) -> Middleware:
+    """Test-only: a copy of each request's context as the handler left it.
+
+    A copy, because outer middlewares (metering) may reclassify the outcome on their way
+    out; tests of what the relay itself recorded read it before they do.
+    """
+
+    @web.middleware
+    async def _copy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            into.append(copy.copy(get_context(request)))
+
+    return _copy
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from llmgw.audit import AuditQuery, Redactor, SQLAuditSink
 from llmgw.audit.capture import CAPTURE
 from llmgw.audit.redact import MASK
 from llmgw.config import AuditCaptureConfig, AuditConfig, GatewayConfig
+from llmgw.context import RequestContext
 from llmgw.keys import AUDIT
 from tests.claude_cli import ProxySink, require_claude, run_claude
-from tests.conftest import GatewayClient, GatewayFactory, context_recorder, gateway_config
+from tests.conftest import GatewayClient, GatewayFactory, gateway_config, live_contexts
 from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.secret_scan import SecretRegistry
 
@@ -132,7 +133,8 @@ async def test_captured_bodies_are_let_go_once_the_record_is_written(
 ) -> None:
     # aiohttp keeps a keep-alive connection's last request, and so its context, until the
     # next request comes: the context must not keep the bodies the record was built from.
-    seen, keep = context_recorder()
+    seen: list[RequestContext] = []
+    keep = live_contexts(seen)
     config = capture_config(str(fake_anthropic.url), all=True)
     client = await gateway(config, middlewares=(keep,))
     body = {

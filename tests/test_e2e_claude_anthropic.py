@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from llmgw.app import make_app
 from llmgw.config import ProviderConfig
-from llmgw.context import RequestContext, get_context
-from llmgw.typedefs import Handler, Middleware
+from llmgw.context import RequestContext
 from tests.claude_cli import ProxySink, require_claude, run_claude
-from tests.conftest import gateway_config
+from tests.conftest import context_copies, gateway_config
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
 pytestmark = pytest.mark.e2e
@@ -28,17 +25,6 @@ async def sink() -> AsyncIterator[ProxySink]:
     require_claude()
     async with ProxySink() as proxy:
         yield proxy
-
-
-def _capture(into: list[RequestContext]) -> Middleware:
-    @web.middleware
-    async def capture(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            into.append(copy.copy(get_context(request)))
-
-    return capture
 
 
 async def _gateway(
@@ -57,7 +43,7 @@ async def _gateway(
         api_key_env="LLMGW_E2E_UPSTREAM_KEY",
     )
     cfg = gateway_config(str(fake.url), providers=(provider,))
-    server = await aiohttp_server(make_app(cfg, middlewares=(_capture(contexts),)))
+    server = await aiohttp_server(make_app(cfg, middlewares=(context_copies(contexts),)))
     return str(server.make_url(""))
 
 

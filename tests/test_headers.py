@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 from llmgw.app import make_app
 from llmgw.config import ProviderConfig
-from llmgw.context import RequestContext, get_context
+from llmgw.context import RequestContext
 from llmgw.headers import forward_request_headers, forward_response_headers
-from llmgw.typedefs import Handler, Middleware
-from tests.conftest import GatewayFactory, gateway_config
+from tests.conftest import GatewayFactory, gateway_config, live_contexts
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
 BETAS = ",".join(
@@ -135,7 +133,7 @@ async def test_headers_cross_the_gateway_as_the_rules_say(
     )
     contexts: list[RequestContext] = []
     cfg = gateway_config(str(fake_anthropic.url), providers=(provider,))
-    client = await aiohttp_client(make_app(cfg, middlewares=(_capture(contexts),)))
+    client = await aiohttp_client(make_app(cfg, middlewares=(live_contexts(contexts),)))
 
     resp = await client.post(
         "/v1/messages?beta=true",
@@ -209,14 +207,3 @@ async def test_a_cookie_an_upstream_sets_never_rides_on_a_later_request(
     first, second = fake_anthropic.requests
     assert first.headers["host"].startswith("localhost:")
     assert "cookie" not in second.headers
-
-
-def _capture(into: list[RequestContext]) -> Middleware:
-    @web.middleware
-    async def capture(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            into.append(get_context(request))
-
-    return capture

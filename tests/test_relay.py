@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import gc
 import hashlib
 import json
@@ -32,9 +31,9 @@ from llmgw.context import RequestContext, get_context
 from llmgw.demo import DemoUsage, message_events, sse_bytes
 from llmgw.providers.anthropic import AnthropicProvider
 from llmgw.routes import Deployment
-from llmgw.typedefs import Handler, Middleware
+from llmgw.typedefs import Handler
 from llmgw.usage import Outcome
-from tests.conftest import GatewayFactory, context_recorder, gateway_config
+from tests.conftest import GatewayFactory, context_copies, gateway_config, live_contexts
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
 MODEL = "claude-sonnet-4-6"
@@ -59,23 +58,6 @@ async def loop_debug(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     loop.set_debug(request.param)
     yield
     loop.set_debug(False)
-
-
-def capture(into: Contexts) -> Middleware:
-    """Test-only: a copy of each request's context as the handler left it.
-
-    A copy, because outer middlewares (metering) may reclassify the outcome on their way
-    out; these tests are about what the relay itself recorded.
-    """
-
-    @web.middleware
-    async def _capture(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        finally:
-            into.append(copy.copy(get_context(request)))
-
-    return _capture
 
 
 @contextlib.asynccontextmanager
@@ -141,7 +123,8 @@ async def test_the_request_body_is_released_while_the_answer_streams(
 ) -> None:
     second = asyncio.Event()
     fake_anthropic.queue(Reply(gates={1: second}))
-    seen, keep = context_recorder()
+    seen: list[RequestContext] = []
+    keep = live_contexts(seen)
     client = await gateway(middlewares=(keep,))
     prompt = "x" * 900_000  # Claude Code's are ~100 KB, with images megabytes
     body = json.dumps(STREAM_BODY | {"messages": [{"role": "user", "content": prompt}]}).encode()
@@ -186,7 +169,8 @@ async def test_an_answered_request_holds_no_body_while_its_connection_idles(
     # aiohttp keeps a keep-alive connection's last request (and its context) until the
     # next request arrives on it: a body left on the context would be held that long.
     fake_anthropic.queue(reply)
-    seen, keep = context_recorder()
+    seen: list[RequestContext] = []
+    keep = live_contexts(seen)
     route = RouteConfig(model=BODY["model"], deployments=(DeploymentConfig(provider="anthropic"),))
     app = make_app(gateway_config(str(fake_anthropic.url), routes=(route,)))
     app.middlewares.insert(0, keep)  # outermost: it sees requests refused before the relay
@@ -206,7 +190,7 @@ async def test_sse_bytes_reach_the_client_unchanged_whatever_the_chunking(
     chunks = [data[i : i + 37] for i in range(0, len(data), 37)]
     fake_anthropic.queue(Reply(chunks=chunks))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
     received = await resp.read()
@@ -235,7 +219,7 @@ async def test_json_bytes_reach_the_client_unchanged_and_usage_is_read(
     }
     fake_anthropic.queue(Reply(body=message))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=BODY, headers=HEADERS)
     received = await resp.read()
@@ -256,7 +240,7 @@ async def test_malformed_upstream_event_passes_unchanged_and_flags_parse_error(
     garbage = b"event: message_start\ndata: {\xff not json\n\n"
     fake_anthropic.queue(Reply(chunks=[garbage, good[:50], good[50:]]))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
     received = await resp.read()
@@ -292,7 +276,7 @@ async def test_upstream_error_status_headers_and_body_are_relayed_unmodified(
     headers = {"retry-after": "17", "anthropic-ratelimit-tokens-remaining": "0"}
     fake_anthropic.queue(Reply(status=429, body=body, headers=headers))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
 
@@ -313,7 +297,7 @@ async def test_upstream_drop_between_events_ends_with_in_band_error_not_message_
 ) -> None:
     fake_anthropic.queue(Reply(text="one two three four five six", drop_after=4))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
     data = await asyncio.wait_for(resp.read(), PROMPT)
@@ -337,7 +321,7 @@ async def test_upstream_drop_inside_an_event_leaves_the_stream_truncated(
     cut = data.index(b"content_block_delta") + 10
     fake_anthropic.queue(Reply(chunks=[data[:cut], data[cut:]], drop_after=1))
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts),))
+    client = await gateway(middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
     received = await asyncio.wait_for(resp.read(), PROMPT)
@@ -353,7 +337,7 @@ async def test_silent_upstream_mid_stream_times_out_with_an_error_event(
     fake_anthropic.queue(Reply(gates={3: asyncio.Event()}))
     contexts: Contexts = []
     cfg = _config(fake_anthropic, idle_timeout=0.3, disconnect_poll_interval=0.05)
-    client = await gateway(cfg, middlewares=(capture(contexts),))
+    client = await gateway(cfg, middlewares=(context_copies(contexts),))
 
     resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
     data = await asyncio.wait_for(resp.read(), PROMPT)
@@ -370,7 +354,7 @@ async def test_upstream_that_never_answers_is_a_504_envelope(
     fake_anthropic.queue(Reply(first_byte_delay=30))
     contexts: Contexts = []
     cfg = _config(fake_anthropic, first_byte_timeout=0.3, disconnect_poll_interval=0.05)
-    client = await gateway(cfg, middlewares=(capture(contexts),))
+    client = await gateway(cfg, middlewares=(context_copies(contexts),))
 
     started = time.monotonic()
     resp = await client.post("/v1/messages", json=BODY, headers=HEADERS)
@@ -418,7 +402,7 @@ async def test_retryable_status_before_first_byte_falls_over_to_the_next_deploym
         return await handler(request)
 
     contexts: Contexts = []
-    client = await gateway(middlewares=(capture(contexts), two_candidates))
+    client = await gateway(middlewares=(context_copies(contexts), two_candidates))
 
     resp = await client.post("/v1/messages", json=BODY, headers=HEADERS)
 
@@ -446,7 +430,7 @@ async def test_client_leaving_mid_stream_closes_upstream_and_records_partial_usa
     held = asyncio.Event()
     fake_anthropic.queue(Reply(text="word " * 120, usage=usage, gates={10: held}))
     contexts: Contexts = []
-    app = make_app(_config(fake_anthropic), middlewares=(capture(contexts),))
+    app = make_app(_config(fake_anthropic), middlewares=(context_copies(contexts),))
 
     async with serve(app, handler_cancellation=handler_cancellation) as url:
         async with aiohttp.ClientSession() as session:
@@ -477,7 +461,7 @@ async def test_client_leaving_during_a_silent_gap_closes_upstream_promptly(
 ) -> None:
     fake_anthropic.queue(Reply(gates={3: asyncio.Event()}))
     contexts: Contexts = []
-    app = make_app(_config(fake_anthropic), middlewares=(capture(contexts),))
+    app = make_app(_config(fake_anthropic), middlewares=(context_copies(contexts),))
 
     async with serve(app, handler_cancellation=handler_cancellation) as url:
         async with aiohttp.ClientSession() as session:
@@ -514,7 +498,7 @@ async def test_client_leaving_before_the_first_byte_closes_upstream_promptly(
     upstream.router.add_post("/v1/messages", never_answers)
     upstream_server = await aiohttp_server(upstream)
     contexts: Contexts = []
-    app = make_app(_config(upstream_server.make_url("")), middlewares=(capture(contexts),))
+    app = make_app(_config(upstream_server.make_url("")), middlewares=(context_copies(contexts),))
 
     async with serve(app, handler_cancellation=handler_cancellation) as url:
         async with aiohttp.ClientSession() as session:

@@ -16,7 +16,8 @@ from llmgw.middlewares.routing import routing_middleware
 from llmgw.providers import AnthropicProvider
 from llmgw.routes import Deployment, Route, RoutePolicy, RouteTable
 from llmgw.typedefs import Handler, Middleware
-from tests._routing_helpers import HEADERS, body, capture, routed_config
+from tests._routing_helpers import HEADERS, body, routed_config
+from tests.conftest import context_copies
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
 SONNET = "claude-sonnet-4-6"
@@ -49,7 +50,9 @@ async def test_alias_is_sent_upstream_as_the_deployment_model_id(
     }
     contexts: list[RequestContext] = []
     client = await aiohttp_client(
-        make_app(routed_config({"a": str(fake.url)}, [route]), middlewares=(capture(contexts),))
+        make_app(
+            routed_config({"a": str(fake.url)}, [route]), middlewares=(context_copies(contexts),)
+        )
     )
 
     for name in ("sonnet", SONNET, "us.anthropic.claude-sonnet-4-6"):

@@ -16,8 +16,9 @@ from llmgw.config import (
 )
 from llmgw.context import RequestContext
 from llmgw.providers import Provider
-from tests._routing_helpers import HEADERS, body, capture
+from tests._routing_helpers import HEADERS, body
 from tests.bedrock_vertex_gateway import anthropic_provider, bedrock_provider, vertex_provider
+from tests.conftest import context_copies
 from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.fakes.bedrock import FakeBedrock
 from tests.fakes.vertex import FakeVertex
@@ -129,7 +130,7 @@ async def test_failover_crosses_formats_before_the_first_byte(
     bedrock.queue(*[Reply.error(503, "ServiceUnavailableException", "busy")] * 50)
     contexts: list[RequestContext] = []
     weights = {"anthropic": 100.0, "bedrock": 10.0, "vertex": 0.0}
-    app = make_app(config(weights), providers=providers, middlewares=(capture(contexts),))
+    app = make_app(config(weights), providers=providers, middlewares=(context_copies(contexts),))
     client = await aiohttp_client(app)
 
     resp = await client.post("/v1/messages", json=body(SONNET, stream=True), headers=HEADERS)

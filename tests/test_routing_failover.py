@@ -15,7 +15,8 @@ from llmgw.app import make_app
 from llmgw.context import RequestContext
 from llmgw.keys import ROUTING_HEALTH, USAGE_WRITER
 from llmgw.usage import Outcome
-from tests._routing_helpers import HEADERS, Dropper, body, capture, routed_config
+from tests._routing_helpers import HEADERS, Dropper, body, routed_config
+from tests.conftest import context_copies
 from tests.fakes.anthropic import FakeAnthropic, Recorded, Reply
 
 SONNET = "claude-sonnet-4-6"
@@ -46,7 +47,7 @@ async def test_every_one_of_500_requests_survives_a_flaky_and_a_dead_upstream(
             routing=FAST_BACKOFF | {"cooldown": 60},
             audit={"enabled": True, "sink": "jsonl", "path": str(audit_path), "fsync": "never"},
         )
-        app = make_app(cfg, middlewares=(capture(contexts),))
+        app = make_app(cfg, middlewares=(context_copies(contexts),))
         client = await aiohttp_client(app)
         gate = asyncio.Semaphore(16)
 
@@ -180,7 +181,7 @@ async def test_when_every_deployment_fails_the_last_error_is_relayed_unmodified(
     }
     contexts: list[RequestContext] = []
     cfg = routed_config({"first": str(first.url), "last": str(last.url)}, [route])
-    client = await aiohttp_client(make_app(cfg, middlewares=(capture(contexts),)))
+    client = await aiohttp_client(make_app(cfg, middlewares=(context_copies(contexts),)))
 
     resp = await client.post("/v1/messages", json=body(SONNET, stream=True), headers=HEADERS)
 
@@ -205,7 +206,7 @@ async def test_retries_back_off_and_wait_out_a_short_retry_after(
     route = {"model": SONNET, "deployments": [{"provider": "only"}], "retries": 2}
     cfg = routed_config({"only": str(only.url)}, [route], routing=FAST_BACKOFF)
     contexts: list[RequestContext] = []
-    client = await aiohttp_client(make_app(cfg, middlewares=(capture(contexts),)))
+    client = await aiohttp_client(make_app(cfg, middlewares=(context_copies(contexts),)))
 
     started = time.monotonic()
     resp = await client.post("/v1/messages", json=body(SONNET), headers=HEADERS)
@@ -245,7 +246,7 @@ async def test_route_first_byte_timeout_fails_over_before_any_byte(
     }
     contexts: list[RequestContext] = []
     cfg = routed_config({"slow": str(slow.url), "quick": str(quick.url)}, [route])
-    client = await aiohttp_client(make_app(cfg, middlewares=(capture(contexts),)))
+    client = await aiohttp_client(make_app(cfg, middlewares=(context_copies(contexts),)))
 
     started = time.monotonic()
     resp = await client.post("/v1/messages", json=body(SONNET, stream=True), headers=HEADERS)
@@ -273,7 +274,7 @@ async def test_after_the_first_byte_there_is_no_retry_and_idle_timeout_is_per_ro
     }
     contexts: list[RequestContext] = []
     cfg = routed_config({"stalls": str(stalls.url), "spare": str(spare.url)}, [route])
-    client = await aiohttp_client(make_app(cfg, middlewares=(capture(contexts),)))
+    client = await aiohttp_client(make_app(cfg, middlewares=(context_copies(contexts),)))
 
     started = time.monotonic()
     resp = await client.post("/v1/messages", json=body(SONNET, stream=True), headers=HEADERS)
