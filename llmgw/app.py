@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 from aiohttp import web
 
+from ._layouts import prime_layouts
 from .admin import mount_admin
 from .audit.setup import install_audit
 from .auth.setup import admin_credential, auth_throttle, install_auth
@@ -31,7 +32,11 @@ async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one upstream ``ClientSession``: no total timeout (streams are long), a sized pool,
     no decompression (bytes pass through as sent), and no cookie jar: one session serves
     every client, so a cookie an upstream sets for one must never ride along with another's
-    request (and a jar costs a lookup and a filtered copy per request)."""
+    request (and a jar costs a lookup and a filtered copy per request).
+
+    Also primes aiohttp's per-stream attribute layouts (:mod:`llmgw._layouts`), before the
+    first upstream call: ~0.9 KB less per open stream."""
+    prime_layouts()
     up = app[CONFIG].upstream
     connector = aiohttp.TCPConnector(limit=up.pool_size, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(
