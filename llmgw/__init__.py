@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         load_config,
         parse_config,
     )
-    from .context import Identity, RequestContext, get_body, get_context
+    from .context import Identity, RequestContext, get_body, get_context, routed
     from .errors import ConfigError, LlmgwError
     from .formats import add_anthropic_routes, add_bedrock_routes, add_vertex_routes
     from .middlewares import (
@@ -78,6 +78,7 @@ _EXPORTS = {
     "errors_middleware": ".middlewares",
     "get_body": ".context",
     "get_context": ".context",
+    "routed": ".context",
     "limits_middleware": ".middlewares",
     "load_config": ".config",
     "make_app": ".app",
@@ -136,5 +137,6 @@ __all__ = (
     "metering_middleware",
     "parse_config",
     "relay",
+    "routed",
     "routing_middleware",
 )

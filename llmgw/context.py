@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,6 @@ from .typedefs import JSON, ApiFormat, Operation
 from .usage import Outcome, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .routes import Deployment, Route
     from .routing.plan import AttemptPlan
     from .translate import ResponseAdapter
@@ -33,10 +32,13 @@ __all__ = (
     "Attempt",
     "Identity",
     "RequestContext",
+    "Router",
     "get_body",
     "get_context",
     "parsed_body",
     "release_body",
+    "routed",
+    "take_router",
 )
 
 
@@ -90,6 +92,9 @@ class RequestContext:
     agent_id: str | None = None
     parent_agent_id: str | None = None
     identity: Identity | None = None
+    #: Set by the routing middleware, which routes on first need (:func:`routed`) rather
+    #: than keeping a coroutine of its own alive for as long as the stream lasts.
+    router: Router | None = None
     route: Route | None = None
     #: Deployments to try in order; routing fills it, the relay walks it.
     candidates: list[Deployment] = field(default_factory=list)
@@ -161,6 +166,9 @@ class _RequestIds:
 
 _next_request_id = _RequestIds()
 
+#: Routes one request (see :func:`routed`).
+Router = Callable[[web.Request, RequestContext], Awaitable[None]]
+
 
 def get_context(request: web.Request) -> RequestContext:
     """The request's context, created on first use (any middleware may be outermost)."""
@@ -179,6 +187,28 @@ def get_context(request: web.Request) -> RequestContext:
     )
     request[CONTEXT] = ctx
     return ctx
+
+
+async def routed(request: web.Request) -> RequestContext:
+    """The request's context with routing done: ``route``, ``candidates`` and ``routing``
+    are set from here on when a routing middleware is installed and the request names a
+    model it serves (an unserved one raises its 404 here). The relay routes this way; so
+    does anything before it that needs the route (the limits middleware prices by it)."""
+    ctx = get_context(request)
+    router = take_router(ctx)
+    if router is not None:
+        await router(request, ctx)
+    return ctx
+
+
+def take_router(ctx: RequestContext) -> Router | None:
+    """The routing still to run for ``ctx``, handed out once; ``None`` when there is none,
+    or when candidates were chosen already (by a middleware inside routing)."""
+    router = ctx.router
+    if router is None:
+        return None
+    ctx.router = None
+    return None if ctx.candidates else router
 
 
 def release_body(ctx: RequestContext) -> None:

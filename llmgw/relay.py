@@ -34,7 +34,7 @@ from ._pump import finish, stream_response
 from ._watchdog import ClientGone, Watchdog
 from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
-from .context import Attempt, RequestContext, get_context, release_body
+from .context import Attempt, RequestContext, get_context, release_body, take_router
 from .errors import (
     BadGatewayError,
     GatewayTimeoutError,
@@ -125,6 +125,9 @@ async def relay(
     if prepare is not None:
         await prepare(request)
     ctx = get_context(request)
+    router = take_router(ctx)
+    if router is not None:  # (awaited here, not through routed(): a coroutine less)
+        await router(request, ctx)
     candidates = resolve_candidates(request, ctx)
     plan = ctx.routing
     if plan is None:

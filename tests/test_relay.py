@@ -148,6 +148,36 @@ async def test_the_request_body_is_released_while_the_answer_streams(
     assert fake_anthropic.requests[-1].json()["messages"][0]["content"] == prompt
 
 
+def _llmgw_frames(task: asyncio.Task[Any]) -> list[str]:
+    """The llmgw coroutines on ``task``'s await chain, outermost first."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        if "/llmgw/" in coro.cr_code.co_filename:
+            names.append(coro.cr_code.co_name)
+        coro = coro.cr_await
+    return names
+
+
+async def test_an_open_stream_holds_a_frame_only_for_pieces_with_an_exit_half(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    """Every coroutine on an open stream's await chain is held for as long as it lasts
+    (~0.3 KB each, per open stream). Routing routes on first need and keeps none; audit,
+    errors and metering act on the way out, so they keep theirs."""
+    second = asyncio.Event()
+    fake_anthropic.queue(Reply(gates={1: second}))
+    client = await gateway()
+
+    resp = await client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS)
+    await asyncio.wait_for(resp.content.readuntil(b"\n\n"), PROMPT)
+    chains = [c for c in map(_llmgw_frames, asyncio.all_tasks()) if "relay" in c]
+    second.set()
+    await resp.read()
+
+    assert chains == [["_audit", "_errors", "_metering", "relay", "stream_response"]]
+
+
 @pytest.mark.parametrize(
     ("body", "reply", "status"),
     [

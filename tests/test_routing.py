@@ -10,7 +10,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from llmgw.app import make_app
-from llmgw.context import Identity, RequestContext, get_context
+from llmgw.context import Identity, RequestContext, get_context, routed
 from llmgw.keys import ROUTING_HEALTH
 from llmgw.middlewares.routing import routing_middleware
 from llmgw.providers import AnthropicProvider
@@ -113,7 +113,7 @@ async def test_routing_middleware_alone_plans_candidates_in_a_plain_app(
     table = RouteTable([Route(model="m", deployments=deps, policy=RoutePolicy(retries=1))])
 
     async def handler(request: web.Request) -> web.Response:
-        ctx = get_context(request)
+        ctx = await routed(request)  # routing runs on first need, here
         names = [d.name for d in ctx.candidates]
         return web.json_response({"model": ctx.requested_model, "candidates": names})
 

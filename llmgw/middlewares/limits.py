@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..context import RequestContext, get_body, get_context
+from ..context import RequestContext, get_body, get_context, routed
 from ..keys import ROUTES
 from ..limits.limiter import Limiter, Reservation
 from ..typedefs import Handler, Middleware
@@ -58,7 +58,7 @@ def limits_middleware(
     async def _limits(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not applies(request):
             return await handler(request)
-        ctx = get_context(request)
+        ctx = await routed(request)  # a reservation is priced for the routed models
         body = await get_body(request)
         full = not any(m in request.path for m in _COUNT_MARKERS)
         try:
