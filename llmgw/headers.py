@@ -7,7 +7,7 @@ headers, the client's credentials and what the gateway itself must recompute are
 
 from __future__ import annotations
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import CIMultiDict, MultiMapping, istr
 
 __all__ = (
     "CLIENT_CREDENTIAL_HEADERS",
@@ -17,7 +17,9 @@ __all__ = (
 )
 
 #: The gateway's id of a request, on every answer (usage and audit records carry it too).
-REQUEST_ID_HEADER = "x-llmgw-request-id"
+#: An ``istr``, as aiohttp's own header names are: a plain ``str`` key makes the response's
+#: headers build one ``istr`` of it per response, held for as long as the stream lasts.
+REQUEST_ID_HEADER = istr("x-llmgw-request-id")
 
 _HOP_BY_HOP = frozenset(
     {

@@ -24,7 +24,7 @@ __all__ = ("add_anthropic_routes", "anthropic_app", "list_models")
 
 async def _prepare(request: web.Request, operation: Operation) -> None:
     ctx = get_context(request)
-    # Parsed already when routing ran (as in the ready gateway): no coroutine for that.
+    # Parsed already when a middleware read it (limits, auth's model check): no coroutine.
     body = ctx.body if ctx.body is not None else await get_body(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -9,6 +9,7 @@ adds microseconds, not a round trip.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -95,7 +96,8 @@ def routing_middleware(
         route = table.resolve(model)
         if route is None:
             raise NotFoundError(f"model: {model}")
-        ctx.requested_model = model
+        if model != ctx.requested_model:  # (else keep the format's interned string)
+            ctx.requested_model = sys.intern(model)
         ctx.route = route
         ctx.candidates, resting = order_candidates(route, health, chance)
         ctx.routing = AttemptPlan(
