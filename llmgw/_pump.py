@@ -16,7 +16,7 @@ from aiohttp import web
 from ._watchdog import Watchdog
 from .config import UpstreamConfig
 from .context import RequestContext
-from .headers import REQUEST_ID_HEADER, forward_response_headers
+from .headers import CONTENT_TYPE, REQUEST_ID_HEADER, forward_response_headers
 from .log import relay_logger
 from .routes import Deployment
 from .translate import PassThrough, ResponseAdapter, response_adapter
@@ -196,7 +196,7 @@ async def _begin(
     )
     resp.headers[REQUEST_ID_HEADER] = ctx.request_id  # the errors middleware is too late
     if adapter.content_type is not None:
-        resp.headers["content-type"] = adapter.content_type
+        resp.headers[CONTENT_TYPE] = adapter.content_type
     ctx.status = up.status
     try:
         await resp.prepare(request)

@@ -15,6 +15,8 @@ from multidict import CIMultiDict
 
 from ._json import loads
 from .errors import InvalidRequestError
+from .headers import ANTHROPIC_BETA
+from .headers import ANTHROPIC_VERSION as VERSION_HEADER
 from .typedefs import JSON, ApiFormat, Operation
 
 __all__ = (
@@ -116,8 +118,8 @@ def encode_request(
         if stream and not counting:
             out["stream"] = True
         if betas:
-            out_headers["anthropic-beta"] = ",".join(betas)
-        out_headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+            out_headers[ANTHROPIC_BETA] = ",".join(betas)
+        out_headers.setdefault(VERSION_HEADER, ANTHROPIC_VERSION)
         return dumps(out), out_headers
     out_headers.popall("anthropic-version", None)
     if provider is ApiFormat.VERTEX:
@@ -126,7 +128,7 @@ def encode_request(
             out["stream"] = True
         out["anthropic_version"] = VERTEX_VERSION
         if betas:
-            out_headers["anthropic-beta"] = ",".join(betas)
+            out_headers[ANTHROPIC_BETA] = ",".join(betas)
         return dumps(out), out_headers
     out = dict(neutral)
     out["anthropic_version"] = BEDROCK_VERSION

@@ -10,16 +10,33 @@ from __future__ import annotations
 from multidict import CIMultiDict, MultiMapping, istr
 
 __all__ = (
+    "ACCEPT",
+    "ACCEPT_ENCODING",
+    "ANTHROPIC_BETA",
+    "ANTHROPIC_VERSION",
+    "AUTHORIZATION",
+    "BEDROCK_ACCEPT",
     "CLIENT_CREDENTIAL_HEADERS",
+    "CONTENT_TYPE",
     "REQUEST_ID_HEADER",
+    "X_API_KEY",
     "forward_request_headers",
     "forward_response_headers",
 )
 
+#: Header names the gateway sets are ``istr`` (as ``aiohttp.hdrs`` names are, but lower
+#: case as sent before): a plain ``str`` key costs every request's headers an ``istr`` copy
+#: of it, held (by the response, or by the upstream call's request info) while it streams.
 #: The gateway's id of a request, on every answer (usage and audit records carry it too).
-#: An ``istr``, as aiohttp's own header names are: a plain ``str`` key makes the response's
-#: headers build one ``istr`` of it per response, held for as long as the stream lasts.
 REQUEST_ID_HEADER = istr("x-llmgw-request-id")
+ACCEPT = istr("accept")
+ACCEPT_ENCODING = istr("accept-encoding")
+AUTHORIZATION = istr("authorization")
+CONTENT_TYPE = istr("content-type")
+ANTHROPIC_BETA = istr("anthropic-beta")
+ANTHROPIC_VERSION = istr("anthropic-version")
+X_API_KEY = istr("x-api-key")
+BEDROCK_ACCEPT = istr("x-amzn-bedrock-accept")
 
 _HOP_BY_HOP = frozenset(
     {
@@ -81,7 +98,7 @@ def forward_request_headers(headers: MultiMapping[str]) -> CIMultiDict[str]:
     for name, value in headers.items():
         if name.lower() not in drop:
             out.add(name, value)
-    out["accept-encoding"] = "identity"
+    out[ACCEPT_ENCODING] = "identity"
     return out
 
 

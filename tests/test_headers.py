@@ -10,7 +10,17 @@ from yarl import URL
 from llmgw.app import make_app
 from llmgw.config import ProviderConfig
 from llmgw.context import RequestContext
-from llmgw.headers import forward_request_headers, forward_response_headers
+from llmgw.headers import (
+    ACCEPT_ENCODING,
+    ANTHROPIC_VERSION,
+    CONTENT_TYPE,
+    X_API_KEY,
+    forward_request_headers,
+    forward_response_headers,
+)
+from llmgw.providers.anthropic import AnthropicProvider
+from llmgw.providers.base import UpstreamCall
+from llmgw.typedefs import Operation
 from tests.conftest import GatewayFactory, gateway_config, live_contexts
 from tests.fakes.anthropic import FakeAnthropic, Reply
 
@@ -207,3 +217,18 @@ async def test_a_cookie_an_upstream_sets_never_rides_on_a_later_request(
     first, second = fake_anthropic.requests
     assert first.headers["host"].startswith("localhost:")
     assert "cookie" not in second.headers
+
+
+async def test_header_names_the_gateway_adds_are_shared_not_copied_per_request() -> None:
+    """A plain-``str`` name costs each request's headers an ``istr`` copy, held (by the
+    upstream call's request info, or by the response) for as long as the stream lasts."""
+    headers = forward_request_headers(CIMultiDict({"x-stainless-lang": "js"}))
+    call = UpstreamCall(
+        operation=Operation.MESSAGES, stream=True, model="m", body=b"{}", headers=headers
+    )
+    sent = (await AnthropicProvider(api_key="sk-test").build(call)).headers
+
+    shared = (ACCEPT_ENCODING, ANTHROPIC_VERSION, CONTENT_TYPE, X_API_KEY)
+    added = [name for name in sent if name != "x-stainless-lang"]
+    assert sorted(added) == sorted(shared)
+    assert all(any(name is constant for constant in shared) for name in added)

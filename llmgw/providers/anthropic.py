@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..headers import ANTHROPIC_VERSION, AUTHORIZATION, CONTENT_TYPE, X_API_KEY
 from ..typedefs import ApiFormat, Operation
 from .base import UpstreamCall, UpstreamRequest, upstream_url
 
@@ -41,10 +42,10 @@ class AnthropicProvider:
         raw = self.base_url.rstrip("/") + "/" + _PATHS[call.operation]
         url = upstream_url(raw + "?" + call.query if call.query else raw)
         headers = call.headers  # built for this call: added to, not copied
-        headers.setdefault("anthropic-version", DEFAULT_VERSION)
-        headers["content-type"] = "application/json"
+        headers.setdefault(ANTHROPIC_VERSION, DEFAULT_VERSION)
+        headers[CONTENT_TYPE] = "application/json"
         if self.api_key:
-            headers["x-api-key"] = self.api_key
+            headers[X_API_KEY] = self.api_key
         elif self.auth_token:
-            headers["authorization"] = f"Bearer {self.auth_token}"
+            headers[AUTHORIZATION] = f"Bearer {self.auth_token}"
         return UpstreamRequest(method="POST", url=url, headers=headers, body=call.body)

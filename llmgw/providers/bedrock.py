@@ -22,6 +22,7 @@ from yarl import URL
 from ..betas import BEDROCK_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
+from ..headers import ACCEPT, AUTHORIZATION, BEDROCK_ACCEPT, CONTENT_TYPE
 from ..typedefs import ApiFormat, Operation
 from .base import UpstreamCall, UpstreamRequest, check_options, upstream_url
 
@@ -121,12 +122,12 @@ class BedrockProvider:
         headers = call.headers  # built for this call: added to, not copied
         for name in ("authorization", "host", "x-amz-date", "x-amz-security-token"):
             headers.popall(name, None)
-        headers["content-type"] = "application/json"
-        headers.setdefault("accept", "application/json")
+        headers[CONTENT_TYPE] = "application/json"
+        headers.setdefault(ACCEPT, "application/json")
         if call.stream:
-            headers.setdefault("x-amzn-bedrock-accept", "application/json")
+            headers.setdefault(BEDROCK_ACCEPT, "application/json")
         if self.bearer_token:
-            headers["authorization"] = f"Bearer {self.bearer_token}"
+            headers[AUTHORIZATION] = f"Bearer {self.bearer_token}"
             return UpstreamRequest(method="POST", url=url, headers=headers, body=call.body)
         return UpstreamRequest(
             method="POST",

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from ..betas import VERTEX_BETAS, BetaPolicy, beta_policy_from_options
 from ..errors import BadGatewayError, ConfigError
 from ..formats._modelid import quote_model_id
+from ..headers import AUTHORIZATION, CONTENT_TYPE
 from ..typedefs import ApiFormat, Operation
 from .base import UpstreamCall, UpstreamRequest, check_options, upstream_url
 
@@ -200,8 +201,8 @@ class VertexProvider:
         url = upstream_url(base + path)
         headers = call.headers  # built for this call: added to, not copied
         headers.popall("x-goog-api-key", None)
-        headers["content-type"] = "application/json"
-        headers["authorization"] = f"Bearer {token}"
+        headers[CONTENT_TYPE] = "application/json"
+        headers[AUTHORIZATION] = f"Bearer {token}"
         return UpstreamRequest(method="POST", url=url, headers=headers, body=call.body)
 
 
