@@ -13,56 +13,38 @@ Contract:
 * A stream the upstream cuts ends with an in-band ``error`` event, or is left truncated if
   it was cut inside an event; a ``message_stop`` is never invented.
 * Whatever happens, ``ctx.usage`` and ``ctx.outcome`` are set before this returns.
-* Failover happens only before the client has a byte: a connect error, a timeout or a
-  retryable status (408/429/5xx/529) moves on to the next of ``ctx.candidates``, as the
-  attempt plan (``ctx.routing``) allows, with backoff on retries. When all fail, the last
-  upstream error response goes out unmodified. Every try is one ``ctx.attempts`` entry.
+* Failover happens only before the client has a byte (:mod:`llmgw._attempts`).
+
+Per chunk this is one read, the response adapter (usage tap, or translation) and one
+write; silence, a gone client and pings are the watchdog's business, not the loop's. The
+loop runs in the handler's own frame, not a helper's: every coroutine on an open stream's
+await chain is held for as long as it lasts (~0.3-0.4 KB each, per open stream).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import io
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
-from ._pump import finish, stream_response
-from ._watchdog import ClientGone, Watchdog
+from ._attempts import first_answer
+from ._pump import begin, end, finish, unread
+from ._watchdog import Watchdog
 from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
-from .context import Attempt, RequestContext, get_context, release_body, take_router
-from .errors import (
-    BadGatewayError,
-    GatewayTimeoutError,
-    LlmgwError,
-    NotFoundError,
-    OverloadedError,
-)
-from .headers import forward_request_headers, forward_response_headers
+from .context import RequestContext, get_context, release_body, take_router
+from .errors import NotFoundError
 from .keys import CONFIG, ROUTES, SESSION
 from .log import relay_logger
 from .routes import Deployment, RoutePolicy
 from .routing.plan import AttemptPlan
-from .routing.retry import RETRYABLE_STATUSES, parse_retry_after
-from .translate import build_call, translate_error
+from .translate import PassThrough
 from .usage import Outcome
 
 __all__ = ("relay", "resolve_candidates")
-
-#: Largest upstream error body relayed; error bodies are small JSON objects.
-_MAX_ERROR_BODY = 1 << 20
-#: aiohttp's threshold for warning about a raw-bytes request body.
-_LARGE_BODY = 1 << 20
-
-
-@functools.lru_cache(maxsize=16)
-def _connect_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """The upstream call's timeout (connect only: streams are long), one object per value."""
-    return aiohttp.ClientTimeout(sock_connect=seconds)
 
 
 def _app_parts(
@@ -78,12 +60,6 @@ def _app_parts(
         chain = request.config_dict
         config, session = chain[CONFIG], chain[SESSION]
     return plan.upstream_config(config.upstream), session
-
-
-def _payload(body: bytes) -> bytes | io.BytesIO:
-    """The upstream body; over 1 MiB as a ``BytesIO``, which aiohttp writes in chunks
-    (for raw bytes that large it emits a ``ResourceWarning``, an error under ``-W error``)."""
-    return io.BytesIO(body) if len(body) > _LARGE_BODY else body
 
 
 def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deployment]:
@@ -102,15 +78,6 @@ def resolve_candidates(request: web.Request, ctx: RequestContext) -> list[Deploy
     ctx.route = route
     ctx.candidates = [route.deployments[0]]
     return ctx.candidates
-
-
-class _TryNext(Exception):
-    """This deployment failed before the client saw a byte; the next one may serve."""
-
-    def __init__(self, failure: LlmgwError | web.Response) -> None:
-        super().__init__()
-        #: The gateway's own 502/504, or the upstream's error response to relay as it came.
-        self.failure = failure
 
 
 async def relay(
@@ -134,158 +101,111 @@ async def relay(
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
     cfg, session = _app_parts(request, plan)
     dog = Watchdog(request, cfg.disconnect_poll_interval)
-    # An upstream's own error response outranks the gateway's 502/504: when every
-    # deployment fails, the client gets the last thing an upstream actually said.
-    failure: LlmgwError | web.Response | None = None
-    failed_on: Deployment | None = None
+    up: aiohttp.ClientResponse | None = None
     try:
-        for deployment in candidates:
-            wait = plan.before(deployment)
-            if wait is None:  # cooling down or over its cap, and others remain
-                continue
-            if wait > 0:
+        answer = await first_answer(request, session, ctx, candidates, plan, cfg, dog)
+        if not isinstance(answer, aiohttp.ClientResponse):
+            return answer
+        up = answer
+        release_body(ctx)  # answered: no failover can need the body now
+        resp, adapter = await begin(request, ctx, up, cfg)
+        if adapter is None:
+            return resp
+        # A plain pass-through hands each chunk to the client before its tap reads it: the
+        # client's first byte does not wait for message_start to be parsed. The tap is fed
+        # directly, not through the adapter (a call less per chunk).
+        tap_after: Callable[[bytes], object] | None = None
+        if type(adapter) is PassThrough:
+            tap_after = adapter.tap_feed
+        content = up.content
+        idle = cfg.idle_timeout
+        ping_every = adapter.ping_interval
+        now = time.monotonic()
+        dog.deadline = now + idle
+        dog.ping_at = None if ping_every is None else now + ping_every
+        try:
+            while True:
+                # Reads and writes sit in separate try blocks: ClientConnectionResetError is
+                # both a ClientError and a ConnectionResetError, so *where* it came from tells
+                # which side failed.
+                dog.armed = True
                 try:
-                    await dog.wait(asyncio.sleep(wait))
-                except ClientGone:
-                    return finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-            if not plan.acquire(deployment):
-                continue
-            try:
-                up = await _call_upstream(request, session, ctx, deployment, plan, cfg, dog)
-                # (not isinstance(up, web.StreamResponse): an ABC, so a slow check)
-                if not isinstance(up, aiohttp.ClientResponse):
-                    return up
-                release_body(ctx)  # answered: no failover can need the body now
-                # Streamed from this frame, not from the call's: one coroutine frame less
-                # held for every open stream.
-                try:
-                    response = await stream_response(request, ctx, up, deployment, cfg, dog)
+                    chunk = await content.readany()
+                except asyncio.CancelledError:
+                    reason = dog.interrupted()
+                    if reason is None:
+                        raise
+                    if reason is dog.GONE:
+                        return await end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                    if reason is dog.DEADLINE:
+                        ctx.error = f"upstream silent for {idle:g}s"
+                        out = adapter.error("api_error", "upstream timed out")
+                        return await end(ctx, resp, adapter, Outcome.TIMEOUT, out)
+                    try:
+                        await resp.write(adapter.ping())
+                    except ConnectionResetError:
+                        return await end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                    dog.ping_at = time.monotonic() + ping_every if ping_every is not None else None
+                    continue
+                except (aiohttp.ClientError, OSError) as exc:
+                    ctx.error = f"{type(exc).__name__}: {exc}"
+                    relay_logger.warning("upstream dropped mid-stream: %s", ctx.error)
+                    out = adapter.feed(unread(content))
+                    if out:
+                        if ctx.ttfb is None:
+                            ctx.ttfb = time.monotonic() - ctx.started_mono
+                        try:
+                            await resp.write(out)
+                        except ConnectionResetError:
+                            return await end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                        ctx.bytes_out += len(out)
+                    out = adapter.error("api_error", "upstream connection lost mid-stream")
+                    return await end(ctx, resp, adapter, Outcome.UPSTREAM_DROPPED, out)
                 finally:
-                    if ctx.outcome is Outcome.COMPLETE:
-                        up.release()  # fully read: the connection goes back to the pool
-                    else:
-                        up.close()  # cut short: closing is what tells the provider to stop
-                if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
-                    plan.failed(deployment)
-                return response
-            except _TryNext as exc:
-                # (LlmgwError is itself a web.Response, hence the explicit checks.)
-                upstream_said = not isinstance(exc.failure, LlmgwError)
-                if upstream_said or failure is None or isinstance(failure, LlmgwError):
-                    failure, failed_on = exc.failure, deployment
-            finally:
-                plan.release(deployment)
+                    dog.armed = False
+                if not chunk:
+                    if tap_after is not None:  # no tail: the client's EOF, then the tap's look
+                        return await end(ctx, resp, adapter, Outcome.COMPLETE, close_after_eof=True)
+                    return await end(ctx, resp, adapter, Outcome.COMPLETE, adapter.close())
+                now = time.monotonic()
+                dog.deadline = now + idle
+                out = chunk if tap_after is not None else adapter.feed(chunk)
+                if not out:
+                    continue
+                if ctx.ttfb is None:
+                    ctx.ttfb = now - ctx.started_mono
+                try:
+                    try:
+                        await resp.write(out)
+                    finally:  # what arrived is accounted, delivered or not
+                        if tap_after is not None:
+                            tap_after(chunk)
+                except ConnectionResetError:
+                    return await end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
+                ctx.bytes_out += len(out)
+                if ping_every is not None:
+                    dog.ping_at = now + ping_every
+        except asyncio.CancelledError:
+            # handler_cancellation=True: account what was seen, then let it unwind.
+            if ctx.finished_mono is None:  # (not when it came while closing: accounted)
+                adapter.close()
+                finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
+            raise
     finally:
         dog.close()
+        if up is not None:
+            _stream_over(ctx, up, plan)
         release_body(ctx)  # whatever the answer (an upstream's error, a 502, a 499...)
-    if failure is not None:
-        ctx.deployment = failed_on
-    return _every_deployment_failed(ctx, failure)
 
 
-async def _call_upstream(
-    request: web.Request,
-    session: aiohttp.ClientSession,
-    ctx: RequestContext,
-    deployment: Deployment,
-    plan: AttemptPlan,
-    cfg: UpstreamConfig,
-    dog: Watchdog,
-) -> aiohttp.ClientResponse | web.StreamResponse:
-    """One try against one deployment: the upstream's answer to stream, or the client's
-    final answer (an error to relay as it came, or the 499 of a client that left). Raises
-    :class:`_TryNext` while failing over is still possible (nothing sent to the client yet)."""
-    ctx.deployment = deployment
-    # Built per attempt and held by no local: aiohttp copies the headers as it starts, so
-    # ours go then, not when the upstream answers (~0.4 KB per request being connected).
-    call = build_call(
-        ctx, deployment, forward_request_headers(request.headers), request.rel_url.raw_query_string
-    )
-    # Nothing below reads the parsed body (``get_body`` parses ``raw_body`` again for a
-    # failover that needs it): ~1.8x a Claude Code body of ~100 KB in Python objects, not
-    # held while the upstream connects and streams.
-    ctx.body = None
-    up_req = await deployment.provider.build(call)
-    del call
-    sending = session.request(
-        up_req.method,
-        up_req.url,
-        headers=up_req.headers,
-        data=_payload(up_req.body),
-        allow_redirects=False,
-        timeout=_connect_timeout(cfg.connect_timeout),
-    )
-    del up_req
-    attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
-    ctx.attempts.append(attempt)
-    t0 = time.monotonic()
-    try:
-        up = await dog.wait(sending, limit=cfg.first_byte_timeout)
-    except ClientGone:
-        attempt.error = "client disconnected"
-        return finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-    except asyncio.CancelledError:
-        # handler_cancellation=True: aiohttp cancels the handler when the client leaves.
-        attempt.error = "client disconnected"
-        finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-        raise
-    except TimeoutError:
-        attempt.error = "timeout waiting for the upstream's response"
-        plan.failed(deployment)
-        raise _TryNext(GatewayTimeoutError("the upstream did not answer in time")) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        attempt.error = f"{type(exc).__name__}: {exc}"
-        relay_logger.warning("upstream %s unreachable: %s", deployment.name, attempt.error)
-        plan.failed(deployment)
-        raise _TryNext(BadGatewayError("the upstream could not be reached")) from None
-    finally:
-        attempt.duration = time.monotonic() - t0
-    attempt.status = up.status
-    if up.status in RETRYABLE_STATUSES:
-        plan.failed(deployment, parse_retry_after(up.headers))
-        error_response = await _error_response(up, ctx)
-        attempt.error = ctx.error
-        raise _TryNext(error_response)
-    plan.succeeded(deployment, attempt.duration)
-    if up.status >= 400:
-        return await _error_response(up, ctx)
-    return up
-
-
-def _every_deployment_failed(
-    ctx: RequestContext, failure: LlmgwError | web.Response | None
-) -> web.Response:
-    """The answer once no candidate served: the last upstream error exactly as it came
-    (status, body, ``retry-after``) so the client's own retry logic sees the real thing;
-    else the gateway's own 502/504; else 529 when every deployment was at its cap."""
-    if isinstance(failure, LlmgwError):
-        outcome = Outcome.TIMEOUT if failure.status == 504 else Outcome.UPSTREAM_ERROR
-        finish(ctx, outcome, failure.status, ctx.attempts[-1].error if ctx.attempts else None)
-        raise failure
-    if failure is not None:
-        ctx.status = failure.status
-        ctx.outcome = Outcome.UPSTREAM_ERROR
-        return failure
-    finish(ctx, Outcome.REFUSED, 529, "every deployment is at its concurrency cap")
-    raise OverloadedError(
-        f"model: {ctx.requested_model}: every deployment is busy or out; retry shortly"
-    )
-
-
-async def _error_response(up: aiohttp.ClientResponse, ctx: RequestContext) -> web.Response:
-    """The upstream's error, status, headers and body unmodified (bounded read)."""
-    try:
-        body = await up.content.read(_MAX_ERROR_BODY)
-    except (aiohttp.ClientError, OSError):
-        body = b""
-    finally:
+def _stream_over(ctx: RequestContext, up: aiohttp.ClientResponse, plan: AttemptPlan) -> None:
+    """The upstream connection back to the pool when fully read, else closed (closing is
+    what tells the provider to stop); the deployment's health and in-flight slot settled."""
+    if ctx.outcome is Outcome.COMPLETE:
         up.release()
-    ctx.outcome = Outcome.UPSTREAM_ERROR
-    ctx.status = up.status
-    ctx.error = body[:500].decode("utf-8", "replace")
-    ctx.finished_mono = time.monotonic()
-    # Unchanged for a same-format upstream; in the client's envelope across formats.
-    body, headers = translate_error(
-        ctx, ctx.deployment, up.status, forward_response_headers(up.headers), body
-    )
-    return web.Response(status=up.status, body=body, headers=headers)
+    else:
+        up.close()
+    assert ctx.deployment is not None
+    if ctx.outcome in (Outcome.UPSTREAM_DROPPED, Outcome.TIMEOUT):
+        plan.failed(ctx.deployment)
+    plan.release(ctx.deployment)

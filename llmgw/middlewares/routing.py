@@ -88,10 +88,16 @@ def routing_middleware(
     backoff = backoff_from(cfg)
     chance = rng or random.Random()
 
+    default_hook = model_of is request_model
+
     async def route(request: web.Request, ctx: RequestContext) -> None:
-        model = await model_of(request)
-        if model is None:
-            return
+        # When the relay routes, the format has named the model already: the default hook
+        # would read it again (and leave the request's path cached for the whole stream).
+        model = ctx.requested_model
+        if model is None or not default_hook:
+            model = await model_of(request)
+            if model is None:
+                return
         table = routes if routes is not None else request.config_dict[ROUTES]
         route = table.resolve(model)
         if route is None:
