@@ -114,9 +114,7 @@ async def relay(
         # A plain pass-through hands each chunk to the client before its tap reads it: the
         # client's first byte does not wait for message_start to be parsed. The tap is fed
         # directly, not through the adapter (a call less per chunk).
-        tap_after: Callable[[bytes], object] | None = None
-        if type(adapter) is PassThrough:
-            tap_after = adapter.tap_feed
+        tap = adapter.tap if type(adapter) is PassThrough else None
         content = up.content
         idle = cfg.idle_timeout
         ping_every = adapter.ping_interval
@@ -164,12 +162,12 @@ async def relay(
                 finally:
                     dog.armed = False
                 if not chunk:
-                    if tap_after is not None:  # no tail: the client's EOF, then the tap's look
+                    if tap is not None:  # no tail: the client's EOF, then the tap's last look
                         return await end(ctx, resp, adapter, Outcome.COMPLETE, close_after_eof=True)
                     return await end(ctx, resp, adapter, Outcome.COMPLETE, adapter.close())
                 now = time.monotonic()
                 dog.deadline = now + idle
-                out = chunk if tap_after is not None else adapter.feed(chunk)
+                out = chunk if tap is not None else adapter.feed(chunk)
                 if not out:
                     continue
                 if ctx.ttfb is None:
@@ -178,8 +176,8 @@ async def relay(
                     try:
                         await resp.write(out)
                     finally:  # what arrived is accounted, delivered or not
-                        if tap_after is not None:
-                            tap_after(chunk)
+                        if tap is not None:
+                            tap.feed(chunk)
                 except ConnectionResetError:
                     return await end(ctx, resp, adapter, Outcome.CLIENT_DISCONNECTED)
                 ctx.bytes_out += len(out)

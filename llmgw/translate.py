@@ -14,7 +14,6 @@ envelope (:mod:`._translate_errors`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Protocol
 
 from multidict import CIMultiDict, MultiMapping
@@ -70,8 +69,16 @@ class ResponseAdapter(Protocol):
     def ping(self) -> bytes: ...
 
 
-def _ignore(chunk: bytes) -> None:
-    return None
+class _NoTap:
+    """What a pass-through without a tap reads chunks with: nothing."""
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> None:
+        return None
+
+
+_NO_TAP = _NoTap()
 
 
 class PassThrough:
@@ -96,10 +103,10 @@ class PassThrough:
         return chunk
 
     @property
-    def tap_feed(self) -> Callable[[bytes], object]:
-        """What reading a chunk amounts to: the tap's own ``feed`` (the relay calls it
-        once per chunk after writing the chunk out)."""
-        return self._tap.feed if self._tap is not None else _ignore
+    def tap(self) -> UsageTap | _NoTap:
+        """What reads each chunk: the relay calls its ``feed`` once per chunk, after writing
+        the chunk out (the tap itself, not a bound method: one object less per stream)."""
+        return self._tap if self._tap is not None else _NO_TAP
 
     def close(self) -> bytes:
         if self._tap is not None:

@@ -27,12 +27,17 @@ def _env() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def llmgw_serve(*args: str, cwd: Path) -> AsyncIterator[str]:
-    """``python -m llmgw serve --port 0 ARGS``; yields its base URL, stops it by its PID."""
+async def llmgw_serve(
+    *args: str, cwd: Path, log_level: str = "INFO", stderr: list[str] | None = None
+) -> AsyncIterator[str]:
+    """``python -m llmgw serve --port 0 ARGS``; yields its base URL, stops it by its PID,
+    then appends what it wrote to stderr to ``stderr`` (when given)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "llmgw",
+        "--log-level",
+        log_level,
         "serve",
         "--port",
         "0",
@@ -60,6 +65,9 @@ async def llmgw_serve(*args: str, cwd: Path) -> AsyncIterator[str]:
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0  # SIGTERM is a clean shutdown
+    if stderr is not None:
+        assert proc.stderr is not None
+        stderr.append((await proc.stderr.read()).decode(errors="replace"))
 
 
 async def test_serve_without_credentials_answers_from_the_demo_upstream(tmp_path: Path) -> None:
@@ -94,6 +102,23 @@ async def test_serve_with_a_config_file_uses_its_settings(tmp_path: Path) -> Non
             model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}]
         )
     assert count.input_tokens > 0
+
+
+@pytest.mark.parametrize(("level", "lines"), [("INFO", 1), ("WARNING", 0)])
+async def test_serve_logs_one_access_line_per_request_at_info_only(
+    tmp_path: Path, level: str, lines: int
+) -> None:
+    """At WARNING the connections carry no access logger at all (~0.1 KB each)."""
+    logged: list[str] = []
+    async with (
+        llmgw_serve(cwd=tmp_path, log_level=level, stderr=logged) as url,
+        AsyncAnthropic(base_url=url, api_key="anything", max_retries=0) as client,
+    ):
+        await client.messages.count_tokens(
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}]
+        )
+    (text,) = logged
+    assert text.count('"POST /v1/messages/count_tokens HTTP/1.1" 200') == lines
 
 
 async def _check_config(path: Path) -> tuple[int, str, str]:
