@@ -101,12 +101,11 @@ async def relay(
         plan = ctx.routing = AttemptPlan(policy=ctx.route.policy if ctx.route else RoutePolicy())
     cfg, session = _app_parts(request, plan)
     dog = Watchdog(request, cfg.disconnect_poll_interval)
-    up: aiohttp.ClientResponse | None = None
+    up: aiohttp.ClientResponse | web.StreamResponse | None = None
     try:
-        answer = await first_answer(request, session, ctx, candidates, plan, cfg, dog)
-        if not isinstance(answer, aiohttp.ClientResponse):
-            return answer
-        up = answer
+        up = await first_answer(request, session, ctx, candidates, plan, cfg, dog)
+        if not isinstance(up, aiohttp.ClientResponse):
+            return up
         release_body(ctx)  # answered: no failover can need the body now
         resp, adapter = await begin(request, ctx, up, cfg)
         if adapter is None:
@@ -191,7 +190,7 @@ async def relay(
             raise
     finally:
         dog.close()
-        if up is not None:
+        if isinstance(up, aiohttp.ClientResponse):
             _stream_over(ctx, up, plan)
         release_body(ctx)  # whatever the answer (an upstream's error, a 502, a 499...)
 
