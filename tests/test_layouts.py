@@ -41,7 +41,5 @@ def test_streams_opened_at_once_through_llmgw_keep_no_per_instance_dicts() -> No
 def test_the_same_streams_through_a_plain_aiohttp_proxy_each_get_one() -> None:
     """What priming prevents, measured by the same census: it is not a check that cannot fail."""
     census = _census("plain")
-    assert census == {
-        "ClientResponse": [2 * _STREAMS, 2 * _STREAMS],
-        "StreamWriter": [2 * _STREAMS, 2 * _STREAMS],
-    }
+    assert [alive for alive, _ in census.values()] == [2 * _STREAMS, 2 * _STREAMS]
+    assert all(with_dict > 0 for _, with_dict in census.values())  # all of them, here
