@@ -147,19 +147,17 @@ async def _call_upstream(
     attempt = Attempt(deployment=deployment.name, provider=deployment.provider.name)
     ctx.attempts.append(attempt)
     t0 = time.monotonic()
-    # The watchdog's wait, written out: one coroutine less per request being connected.
-    dog.deadline = t0 + cfg.first_byte_timeout
-    dog.armed = True
     try:
-        up = await sending
+        up = await dog.wait(sending, limit=cfg.first_byte_timeout)
+    except ClientGone:
+        attempt.error = "client disconnected"
+        return finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
     except asyncio.CancelledError:
-        why = dog.interrupted()
-        if why is not dog.DEADLINE:  # gone; or None: handler_cancellation=True, aiohttp
-            attempt.error = "client disconnected"  # cancels the handler when it leaves
-            response = finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
-            if why is None:
-                raise
-            return response
+        # handler_cancellation=True: aiohttp cancels the handler when the client leaves.
+        attempt.error = "client disconnected"
+        finish(ctx, Outcome.CLIENT_DISCONNECTED, 499)
+        raise
+    except TimeoutError:
         attempt.error = "timeout waiting for the upstream's response"
         plan.failed(deployment)
         raise _TryNext(GatewayTimeoutError("the upstream did not answer in time")) from None
@@ -169,8 +167,6 @@ async def _call_upstream(
         plan.failed(deployment)
         raise _TryNext(BadGatewayError("the upstream could not be reached")) from None
     finally:
-        dog.armed = False
-        dog.deadline = None
         attempt.duration = time.monotonic() - t0
     attempt.status = up.status
     if up.status in RETRYABLE_STATUSES:
