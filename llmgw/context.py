@@ -38,7 +38,6 @@ __all__ = (
     "parsed_body",
     "release_body",
     "routed",
-    "take_router",
 )
 
 
@@ -195,20 +194,12 @@ async def routed(request: web.Request) -> RequestContext:
     model it serves (an unserved one raises its 404 here). The relay routes this way; so
     does anything before it that needs the route (the limits middleware prices by it)."""
     ctx = get_context(request)
-    router = take_router(ctx)
-    if router is not None:
-        await router(request, ctx)
-    return ctx
-
-
-def take_router(ctx: RequestContext) -> Router | None:
-    """The routing still to run for ``ctx``, handed out once; ``None`` when there is none,
-    or when candidates were chosen already (by a middleware inside routing)."""
     router = ctx.router
-    if router is None:
-        return None
-    ctx.router = None
-    return None if ctx.candidates else router
+    if router is not None:
+        ctx.router = None  # once
+        if not ctx.candidates:  # else chosen already, by a middleware inside routing
+            await router(request, ctx)
+    return ctx
 
 
 def release_body(ctx: RequestContext) -> None:

@@ -35,7 +35,7 @@ from ._pump import begin, end, finish, unread
 from ._watchdog import Watchdog
 from .auth.policy import ensure_model_allowed
 from .config import UpstreamConfig
-from .context import RequestContext, get_context, release_body, take_router
+from .context import RequestContext, release_body, routed
 from .errors import NotFoundError
 from .keys import CONFIG, ROUTES, SESSION
 from .log import relay_logger
@@ -91,10 +91,7 @@ async def relay(
     """
     if prepare is not None:
         await prepare(request)
-    ctx = get_context(request)
-    router = take_router(ctx)
-    if router is not None:  # (awaited here, not through routed(): a coroutine less)
-        await router(request, ctx)
+    ctx = await routed(request)
     candidates = resolve_candidates(request, ctx)
     plan = ctx.routing
     if plan is None:
