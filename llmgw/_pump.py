@@ -13,7 +13,7 @@ from aiohttp import web
 from .config import UpstreamConfig
 from .context import RequestContext
 from .headers import CONTENT_TYPE, REQUEST_ID_HEADER, forward_response_headers
-from .translate import ResponseAdapter, response_adapter
+from .translate import PassThrough, ResponseAdapter, response_adapter
 from .usage import Outcome
 
 __all__ = ("begin", "end", "finish", "unread")
@@ -38,27 +38,27 @@ async def end(
     *,
     close_after_eof: bool = False,
 ) -> web.StreamResponse:
-    """Close the stream: ``last`` written (the adapter's tail or an in-band error), the
-    outcome on the context (its usage is the adapter's since :func:`begin`), and EOF
-    unless the client is gone. A pass-through
-    adapter, which has no tail, is closed after the EOF went out (``close_after_eof``)."""
+    """Close the stream: ``last`` (the adapter's tail, an in-band error, or a pass-through's
+    final chunk) written with the EOF in one write unless the client is gone, and the
+    outcome on the context (its usage is the adapter's since :func:`begin`). A pass-through
+    adapter is fed ``last`` and closed after the EOF went out (``close_after_eof``): its
+    tap's reading never delays the client's last byte."""
     if outcome is Outcome.CLIENT_DISCONNECTED:
         adapter.close()
-    elif last:
-        try:
-            await resp.write(last)
-        except ConnectionResetError:
-            outcome = Outcome.CLIENT_DISCONNECTED
     ctx.outcome = outcome
     ctx.finished_mono = time.monotonic()
     try:
         if outcome is not Outcome.CLIENT_DISCONNECTED:
-            try:  # noqa: SIM105 (contextlib.suppress: an object and two calls per stream)
-                await resp.write_eof()
+            try:
+                await resp.write_eof(last)
+                ctx.bytes_out += len(last)
             except ConnectionResetError:
-                pass
+                if last:  # the client left before the end of the stream reached it
+                    ctx.outcome = Outcome.CLIENT_DISCONNECTED
     finally:
         if close_after_eof:
+            if last:
+                adapter.feed(last)
             adapter.close()
     return resp
 
@@ -79,7 +79,10 @@ async def begin(
     # goes now, not at the end.
     ctx.usage = adapter.usage
     passthrough_length = adapter.content_type is None and "content-encoding" not in up.headers
-    resp = web.StreamResponse(
+    # When the upstream's first bytes came with its headers (they usually do) and go out
+    # unchanged, the client's headers wait for them: one write and one packet for both.
+    held = type(adapter) is PassThrough and up.content.total_bytes > 0
+    resp = (_HeadersWithFirstChunk if held else web.StreamResponse)(
         status=up.status,
         headers=forward_response_headers(up.headers, keep_length=passthrough_length),
     )
@@ -93,6 +96,13 @@ async def begin(
         finish(ctx, Outcome.CLIENT_DISCONNECTED, up.status)
         return resp, None
     return resp, adapter
+
+
+class _HeadersWithFirstChunk(web.StreamResponse):
+    """Headers sent with the first write, as aiohttp's ``web.Response`` sends them; only
+    for a response whose first chunk is already waiting to be written."""
+
+    _send_headers_immediately = False
 
 
 def unread(content: aiohttp.StreamReader) -> bytes:

@@ -168,6 +168,10 @@ async def relay(
                     continue
                 if ctx.ttfb is None:
                     ctx.ttfb = now - ctx.started_mono
+                if tap is not None and content.at_eof():  # the last bytes go with the EOF
+                    return await end(
+                        ctx, resp, adapter, Outcome.COMPLETE, out, close_after_eof=True
+                    )
                 try:
                     try:
                         await resp.write(out)

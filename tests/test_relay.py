@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import re
 import socket
 import time
 import tracemalloc
@@ -116,6 +117,86 @@ async def test_first_event_reaches_client_before_upstream_sends_the_second(
     second.set()
     rest = await resp.read()
     assert _events(first + rest)[-1] == "message_stop"
+
+
+async def test_headers_reach_the_client_while_the_upstream_holds_its_first_event(
+    gateway: GatewayFactory, fake_anthropic: FakeAnthropic
+) -> None:
+    first = asyncio.Event()
+    fake_anthropic.queue(Reply(gates={0: first}))
+    client = await gateway()
+
+    resp = await asyncio.wait_for(
+        client.post("/v1/messages", json=STREAM_BODY, headers=HEADERS), PROMPT
+    )
+    assert resp.status == 200
+    assert not first.is_set()  # not held back for an event that has not come
+    first.set()
+    assert _events(await resp.read())[-1] == "message_stop"
+
+
+@contextlib.asynccontextmanager
+async def _upstream_in_one_write(body: bytes) -> AsyncIterator[URL]:
+    """An upstream that answers with its headers and its whole chunked body in one write."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        assert length is not None
+        await reader.readexactly(int(length[1]))
+        status = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        chunked = b"transfer-encoding: chunked\r\n\r\n%x\r\n" % len(body)
+        writer.write(status + chunked + body + b"\r\n0\r\n\r\n")
+        await reader.read()  # until the gateway closes its pooled connection
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        host, port = server.sockets[0].getsockname()[:2]
+        yield URL(f"http://{host}:{port}")
+
+
+def _record_writes(into: list[bytes]) -> Callable[[web.Request, web.StreamResponse], Any]:
+    """An ``on_response_prepare`` hook that records each write to the client's transport
+    (asyncio's, which the tests run on), as the kernel is handed it."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        transport: Any = request.transport
+        write, writelines = transport.write, transport.writelines
+
+        def record_write(data: bytes) -> None:
+            into.append(bytes(data))
+            write(data)
+
+        def record_writelines(chunks: list[bytes]) -> None:
+            into.append(b"".join(chunks))
+            writelines(chunks)
+
+        transport.write, transport.writelines = record_write, record_writelines
+
+    return on_prepare
+
+
+async def test_a_stream_that_came_whole_leaves_in_one_write_with_its_headers_and_end() -> None:
+    body = sse_bytes(message_events(model=MODEL, text="one write", usage=DemoUsage()))
+    contexts: Contexts = []
+    writes: list[bytes] = []
+    async with _upstream_in_one_write(body) as upstream:
+        app = make_app(_config(upstream), middlewares=(live_contexts(contexts),))
+        app.on_response_prepare.append(_record_writes(writes))
+        async with (
+            serve(app, handler_cancellation=False) as url,
+            aiohttp.ClientSession() as s,
+            s.post(url / "v1/messages", json=STREAM_BODY, headers=HEADERS) as resp,
+        ):
+            assert await resp.read() == body
+
+    (write,) = writes
+    assert write.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert write.endswith(b"\r\n\r\n%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    (ctx,) = contexts
+    assert ctx.outcome is Outcome.COMPLETE and ctx.bytes_out == len(body)
+    assert ctx.usage.final and ctx.usage.output_tokens == DemoUsage().output_tokens
 
 
 async def test_the_request_body_is_released_while_the_answer_streams(
