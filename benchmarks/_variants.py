@@ -28,6 +28,7 @@ __all__ = (
     "NAIVE",
     "VARIANTS",
     "Variant",
+    "proxies",
     "render_config",
     "roles",
     "select",
@@ -225,6 +226,17 @@ def render_config(variant: Variant, **values: str) -> str:
 
 def roles(variants: tuple[Variant, ...]) -> dict[str, Roles]:
     return {v.name: v.roles for v in variants}
+
+
+def proxies(names: str) -> tuple[Variant, ...]:
+    """Exactly the proxies named (comma-separated), in the order given: the scripts that
+    start one proxy process per variant and compare each with the first."""
+    by_name = {v.name: v for v in ALL}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name or n == DIRECT]
+    if unknown:
+        raise SystemExit(f"unknown variant {unknown[0]!r}; known: {', '.join(by_name)}")
+    return tuple(by_name[n] for n in wanted)
 
 
 def select(names: str | None) -> tuple[Variant, ...]:

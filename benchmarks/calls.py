@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 from _cases import Endpoint, fetch, warm_up
 from _procs import BenchError, Child, proxy_argv, start_child, start_upstream, stop_child
-from _variants import ALL, DIRECT
+from _variants import proxies
 
 #: Phases of one request: until the upstream request is written, then everything else.
 UPSTREAM, REST = "to upstream", "rest"
@@ -103,11 +103,6 @@ async def _count(target: Endpoint, child: Child, out: Path, requests: int) -> di
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    by_name = {v.name: v for v in ALL}
-    names = [n.strip() for n in args.variants.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name or n == DIRECT]
-    if unknown:
-        raise SystemExit(f"unknown variant {unknown[0]!r}; known: {', '.join(by_name)}")
     results = {}
     children: list[Child] = []
     with tempfile.TemporaryDirectory(prefix="llmgw-calls-") as tmp:
@@ -115,21 +110,20 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]
         try:
             upstream = await start_upstream(cpu=None, logdir=logdir, children=children)
             async with aiohttp.ClientSession(auto_decompress=False) as session:
-                for name in names:
+                for variant in proxies(args.variants):
+                    name = variant.name
                     workdir = logdir / name.replace("+", "_")
                     workdir.mkdir()
                     argv = proxy_argv(
-                        by_name[name], workdir, upstream=upstream.url, redis=args.redis, prefix=""
+                        variant, workdir, upstream=upstream.url, redis=args.redis, prefix=""
                     )
                     out = workdir / "calls.json"
                     wrapped = [sys.executable, __file__, "--wrap", str(out), "--", *argv[1:]]
-                    env = by_name[name].env
+                    env = variant.env
                     proxy = await start_child(
                         name, wrapped, cpu=None, logdir=logdir, children=children, env=env
                     )
-                    target = Endpoint(
-                        session=session, base=proxy.url, variant=by_name[name], pid=None
-                    )
+                    target = Endpoint(session=session, base=proxy.url, variant=variant, pid=None)
                     results[name] = await _count(target, proxy, out, args.requests)
                     await stop_child(proxy, children)
         finally:

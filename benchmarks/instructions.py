@@ -38,7 +38,7 @@ from _procs import (
     start_upstream,
     stop_child,
 )
-from _variants import ALL, DIRECT
+from _variants import proxies
 
 _TOTALS = re.compile(rb"^(?:totals|summary):\s+(\d+)", re.MULTILINE)
 
@@ -81,11 +81,6 @@ async def _count(target: Endpoint, child: Child, out: Path, args: argparse.Names
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    by_name = {v.name: v for v in ALL}
-    names = [n.strip() for n in args.variants.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name or n == DIRECT]
-    if unknown:
-        raise SystemExit(f"unknown variant {unknown[0]!r}; known: {', '.join(by_name)}")
     counts: dict[str, float] = {}
     children: list[Child] = []
     with tempfile.TemporaryDirectory(prefix="llmgw-instr-") as tmp:
@@ -94,14 +89,15 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             upstream = await start_upstream(cpu=None, logdir=logdir, children=children)
             connector = aiohttp.TCPConnector(limit=100, limit_per_host=0)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:
-                for name in names:
+                for variant in proxies(args.variants):
+                    name = variant.name
                     workdir = logdir / name.replace("+", "_")
                     workdir.mkdir()
                     out = (args.keep or workdir) / f"callgrind.{slug(name)}.out"
                     for stale in out.parent.glob(out.name + "*"):
                         stale.unlink()
                     argv = proxy_argv(
-                        by_name[name], workdir, upstream=upstream.url, redis=args.redis, prefix=""
+                        variant, workdir, upstream=upstream.url, redis=args.redis, prefix=""
                     )
                     valgrind = [
                         "valgrind",
@@ -116,11 +112,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                         cpu=None,
                         logdir=logdir,
                         children=children,
-                        env=by_name[name].env,
+                        env=variant.env,
                         ready_timeout=300,
                     )
                     target = Endpoint(
-                        session=s, base=proxy.url, variant=by_name[name], pid=proxy.proc.pid
+                        session=s, base=proxy.url, variant=variant, pid=proxy.proc.pid
                     )
                     counts[name] = await _count(target, proxy, out, args)
                     await stop_child(proxy, children)

@@ -30,7 +30,7 @@ import aiohttp
 from _cases import Endpoint, fetch, warm_up
 from _procs import Child, cpu_seconds, proxy_argv, start_child, start_upstream, stop_child
 from _servers import loop_name
-from _variants import ALL, DIRECT
+from _variants import proxies
 
 DEFAULT = "llmgw,llmgw+metering,llmgw+audit-batched,llmgw+limits-memory,llmgw+limits-redis,naive"
 
@@ -57,11 +57,8 @@ async def _turn(target: Endpoint, requests: int, concurrency: int) -> tuple[floa
 
 
 async def run(args: argparse.Namespace) -> None:
-    by_name = {v.name: v for v in ALL}
-    names = [n.strip() for n in args.variants.split(",") if n.strip()]
-    unknown = [n for n in names if n not in by_name or n == DIRECT]
-    if unknown:
-        raise SystemExit(f"unknown variant {unknown[0]!r}; known: {', '.join(by_name)}")
+    variants = proxies(args.variants)
+    names = [v.name for v in variants]
     cpus = sorted(os.sched_getaffinity(0))
     pin = len(cpus) >= 2 and not args.no_pin
     proxy_cpu, driver_cpu = (cpus[0], cpus[1]) if pin else (None, None)
@@ -76,11 +73,12 @@ async def run(args: argparse.Namespace) -> None:
             connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
             async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as s:
                 targets = []
-                for name in names:
+                for variant in variants:
+                    name = variant.name
                     workdir = Path(tmp) / name.replace("+", "_")
                     workdir.mkdir()
                     argv = proxy_argv(
-                        by_name[name],
+                        variant,
                         workdir,
                         upstream=upstream.url,
                         redis=args.redis,
@@ -92,10 +90,10 @@ async def run(args: argparse.Namespace) -> None:
                         cpu=proxy_cpu,
                         logdir=Path(tmp),
                         children=children,
-                        env=by_name[name].env,
+                        env=variant.env,
                     )
                     target = Endpoint(
-                        session=s, base=proxy.url, variant=by_name[name], pid=proxy.proc.pid
+                        session=s, base=proxy.url, variant=variant, pid=proxy.proc.pid
                     )
                     await warm_up(target, "short", 300, args.concurrency)
                     targets.append(target)
@@ -108,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             for child in list(children):
                 await stop_child(child, children)
-            if any("$redis" in text for n in names for text in by_name[n].config.values()):
+            if any("$redis" in text for v in variants for text in v.config.values()):
                 from relay import _redis_rtt
 
                 with contextlib.suppress(OSError, ConnectionError):
